@@ -1,0 +1,104 @@
+package attest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+)
+
+// Header names and fixed values of a proof.
+const (
+	HeaderAudience = "X-Ephemera-Audience"
+	HeaderNonce    = "X-Ephemera-Nonce"
+	// RequestBody is the only body a proof may carry.
+	RequestBody = "Action=GetCallerIdentity&Version=2011-06-15"
+	// ContentType is the Content-Type the extension signs.
+	ContentType = "application/x-www-form-urlencoded; charset=utf-8"
+	// AmzDateFormat is the layout of the X-Amz-Date header.
+	AmzDateFormat = "20060102T150405Z"
+)
+
+// Proof is a signed, unsent STS GetCallerIdentity request (DESIGN §3).
+// Body is raw bytes; encoding/json carries it as standard base64.
+type Proof struct {
+	Method  string              `json:"method"`
+	URL     string              `json:"url"`
+	Headers map[string][]string `json:"headers"`
+	Body    []byte              `json:"body"`
+}
+
+// Principal is the identity STS vouched for.
+type Principal struct {
+	// ARN is the ARN STS returned (assumed-role or, if allowed, IAM user).
+	ARN string `json:"arn"`
+	// Account is the 12-digit AWS account id.
+	Account string `json:"account"`
+	// Role is the role name (or IAM user name).
+	Role string `json:"role"`
+	// RoleARN is the canonical, path-less arn:<p>:iam::<acct>:role/<role>.
+	RoleARN string `json:"role_arn"`
+	// Session is the role session name; for Lambda, the function name.
+	Session string `json:"session"`
+	// UserID is STS's UserId (e.g. AROA...:session).
+	UserID string `json:"user_id"`
+}
+
+// NewNonce returns 32 lowercase hex characters from crypto/rand.
+func NewNonce() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("attest: nonce: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// STSHost returns the regional STS host name for region.
+func STSHost(region string) string { return "sts." + region + ".amazonaws.com" }
+
+// Sign builds a proof for audience, signed with creds for the regional STS
+// endpoint of region at time now. It sends nothing.
+func Sign(ctx context.Context, creds aws.Credentials, region, audience string, now time.Time) (*Proof, error) {
+	if region == "" {
+		return nil, errors.New("attest: sign: region is empty")
+	}
+	if audience == "" {
+		return nil, errors.New("attest: sign: audience is empty")
+	}
+	if creds.AccessKeyID == "" || creds.SecretAccessKey == "" {
+		return nil, errors.New("attest: sign: credentials are empty")
+	}
+	nonce, err := NewNonce()
+	if err != nil {
+		return nil, err
+	}
+	host := STSHost(region)
+	body := []byte(RequestBody)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+host+"/", bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("attest: sign: %w", err)
+	}
+	req.Header.Set("Content-Type", ContentType)
+	req.Header.Set(HeaderAudience, audience)
+	req.Header.Set(HeaderNonce, nonce)
+	sum := sha256.Sum256(body)
+	if err := v4.NewSigner().SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), "sts", region, now.UTC()); err != nil {
+		return nil, fmt.Errorf("attest: sign: %w", err)
+	}
+	headers := make(map[string][]string, len(req.Header)+2)
+	for k, v := range req.Header {
+		headers[k] = append([]string(nil), v...)
+	}
+	headers["Host"] = []string{host}
+	headers["Content-Length"] = []string{strconv.Itoa(len(body))}
+	return &Proof{Method: http.MethodPost, URL: "https://" + host + "/", Headers: headers, Body: body}, nil
+}
