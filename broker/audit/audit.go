@@ -1,0 +1,117 @@
+// Package audit records every broker decision (DESIGN §8): one JSON line on
+// stdout (CloudWatch Logs) and one row in ephemera.audit_log of the database
+// the request names. A Record has no field that could hold a password,
+// signature, session token or nonce, so none can be written by mistake.
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Events.
+const (
+	EventIssue       = "issue"
+	EventRenew       = "renew"
+	EventRevoke      = "revoke"
+	EventReap        = "reap"
+	EventAdminRevoke = "admin_revoke"
+	EventSweep       = "sweep"
+)
+
+// Decisions.
+const (
+	Allow = "allow"
+	Deny  = "deny"
+	Error = "error"
+)
+
+// Record is one audited decision.
+type Record struct {
+	Time         time.Time `json:"time"`
+	RequestID    string    `json:"request_id"`
+	Event        string    `json:"event"`
+	Decision     string    `json:"decision"`
+	Reason       string    `json:"reason"`
+	PrincipalARN string    `json:"principal_arn"`
+	Account      string    `json:"account"`
+	Session      string    `json:"session"`
+	SourceIP     string    `json:"source_ip"`
+	Database     string    `json:"database"`
+	DBRole       string    `json:"db_role"`
+	Username     string    `json:"username"`
+	LeaseID      string    `json:"lease_id"`
+	TTLSeconds   int64     `json:"ttl_seconds"`
+	Policies     []string  `json:"policies"`
+	LatencyMS    float64   `json:"latency_ms"`
+}
+
+// Log writes audit records. Safe for concurrent use.
+type Log struct {
+	mu    sync.Mutex
+	out   io.Writer
+	pools map[string]*pgxpool.Pool
+	err   *slog.Logger
+}
+
+// New returns a Log writing JSON lines to out and rows through pools (by
+// configured database name). Failures to write a row are reported on errLog.
+func New(out io.Writer, pools map[string]*pgxpool.Pool, errLog *slog.Logger) *Log {
+	if errLog == nil {
+		errLog = slog.New(slog.DiscardHandler)
+	}
+	return &Log{out: out, pools: pools, err: errLog}
+}
+
+// Write records r: the stdout line always; the table row when r.Database
+// names a configured database. It returns the row's error, which callers
+// should log but not turn into a different API answer.
+func (l *Log) Write(ctx context.Context, r Record) error {
+	if r.Time.IsZero() {
+		r.Time = time.Now()
+	}
+	r.Time = r.Time.UTC()
+	if r.Policies == nil {
+		r.Policies = []string{}
+	}
+	line, err := json.Marshal(struct {
+		Level string `json:"level"`
+		Msg   string `json:"msg"`
+		Record
+	}{"INFO", "audit", r})
+	if err != nil {
+		return fmt.Errorf("audit: encode: %w", err)
+	}
+	l.mu.Lock()
+	_, werr := l.out.Write(append(line, '\n'))
+	l.mu.Unlock()
+	if werr != nil {
+		l.err.Error("audit line not written", "err", werr)
+	}
+	pool := l.pools[r.Database]
+	if pool == nil {
+		return nil
+	}
+	var leaseID any
+	if r.LeaseID != "" {
+		leaseID = r.LeaseID
+	}
+	_, err = pool.Exec(context.WithoutCancel(ctx), `INSERT INTO ephemera.audit_log
+		(time, request_id, event, decision, reason, principal_arn, account, session, source_ip,
+		 database, db_role, username, lease_id, ttl_seconds, policies, latency_ms)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		r.Time, r.RequestID, r.Event, r.Decision, r.Reason, r.PrincipalARN, r.Account, r.Session, r.SourceIP,
+		r.Database, r.DBRole, r.Username, leaseID, r.TTLSeconds, r.Policies, r.LatencyMS)
+	if err != nil {
+		l.err.Error("audit row not written", "request_id", r.RequestID, "database", r.Database, "err", err)
+		return fmt.Errorf("audit: insert: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,253 @@
+package lease_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ephemera-sh/ephemera/broker/lease"
+	"github.com/ephemera-sh/ephemera/broker/pgrole"
+	"github.com/ephemera-sh/ephemera/sam/local/demodb"
+	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
+)
+
+var (
+	pg    *pgserver.Server
+	admin *pgxpool.Pool
+)
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	var err error
+	pg, err = pgserver.Start(ctx, pgserver.Options{})
+	var s *demodb.Setup
+	if err == nil {
+		s, err = demodb.Bootstrap(ctx, pg.URL())
+	}
+	if err == nil {
+		admin, err = pgxpool.New(ctx, pg.ConnString(s.AdminUser, s.AdminPassword, pg.Database()))
+	}
+	if err == nil {
+		err = lease.Migrate(ctx, admin)
+	}
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: test PostgreSQL:", err)
+		if pg != nil {
+			_ = pg.Stop()
+		}
+		os.Exit(1)
+	}
+	code := m.Run()
+	admin.Close()
+	_ = pg.Stop()
+	os.Exit(code)
+}
+
+func issueRequest(t *testing.T, ttl time.Duration) lease.IssueRequest {
+	t.Helper()
+	user, err := pgrole.NewUsername("readonly")
+	must(t, err)
+	pw, err := pgrole.NewPassword()
+	must(t, err)
+	v, err := pgrole.SCRAMVerifier(pw, 64)
+	must(t, err)
+	return lease.IssueRequest{
+		DBRole: "readonly", MemberOf: []string{"orders_read"}, Creation: []pgrole.Template{pgrole.DefaultCreation},
+		Username: user, Verifier: v, PrincipalARN: "arn:aws:iam::123456789012:role/r", Account: "123456789012",
+		Session: "fn", RequestID: "test", IssuedAt: time.Now(), TTL: ttl, MaxTTL: time.Hour, MaxLeases: 1000,
+	}
+}
+
+func roleExists(t *testing.T, name string) bool {
+	t.Helper()
+	var ok bool
+	must(t, admin.QueryRow(context.Background(), "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", name).Scan(&ok))
+	return ok
+}
+
+// TestIssueIsAtomic fails the transaction between CREATE ROLE and the lease
+// insert: no role may remain, and no lease.
+func TestIssueIsAtomic(t *testing.T) {
+	s := lease.NewStore(admin, "orders")
+	boom := errors.New("simulated crash before the lease insert")
+	var sawRole bool
+	s.SetBeforeLeaseInsert(func(ctx context.Context) error {
+		sawRole = true
+		return boom
+	})
+	r := issueRequest(t, time.Minute)
+	_, err := s.Issue(context.Background(), r)
+	if !errors.Is(err, boom) {
+		t.Fatalf("Issue error %v, want the hook's", err)
+	}
+	if !sawRole {
+		t.Fatal("the hook did not run")
+	}
+	if roleExists(t, r.Username) {
+		t.Fatal("the role survived a failed issue transaction")
+	}
+	var n int
+	must(t, admin.QueryRow(context.Background(), "SELECT count(*) FROM ephemera.leases WHERE username = $1", r.Username).Scan(&n))
+	if n != 0 {
+		t.Fatal("a lease row survived")
+	}
+}
+
+// TestIssueKilledBackend terminates the issuing backend mid-transaction (a
+// real crash from the server's point of view): nothing remains.
+func TestIssueKilledBackend(t *testing.T) {
+	s := lease.NewStore(admin, "orders")
+	r := issueRequest(t, time.Minute)
+	s.SetBeforeLeaseInsert(func(ctx context.Context) error {
+		// Kill every admin backend that is inside a transaction holding our role.
+		su, err := pgx.Connect(ctx, pg.URL())
+		if err != nil {
+			return err
+		}
+		defer su.Close(ctx)
+		_, err = su.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE usename = 'ephemera_admin' AND state = 'idle in transaction'`)
+		return err
+	})
+	if _, err := s.Issue(context.Background(), r); err == nil {
+		t.Fatal("Issue succeeded although its backend was killed")
+	}
+	if roleExists(t, r.Username) {
+		t.Fatal("the role survived a killed issue transaction")
+	}
+}
+
+func TestRenewAndRevoke(t *testing.T) {
+	ctx := context.Background()
+	s := lease.NewStore(admin, "orders")
+	l, err := s.Issue(ctx, issueRequest(t, time.Minute))
+	must(t, err)
+	if got, err := s.Get(ctx, l.ID); err != nil || got.Username != l.Username || !got.ExpiresAt.Equal(l.ExpiresAt) {
+		t.Fatalf("Get: %+v %v", got, err)
+	}
+	renewed, err := s.Renew(ctx, l.ID, 2*time.Hour, []pgrole.Template{pgrole.DefaultRenewal}, time.Now())
+	must(t, err)
+	if !renewed.ExpiresAt.Equal(l.MaxExpiresAt) {
+		t.Fatalf("renew capped at %s, want max %s", renewed.ExpiresAt, l.MaxExpiresAt)
+	}
+	rev, err := s.Revoke(ctx, l.ID, "test", time.Now())
+	must(t, err)
+	if rev.RevokedAt == nil || roleExists(t, l.Username) {
+		t.Fatalf("revoke: %+v, role exists %v", rev, roleExists(t, l.Username))
+	}
+	again, err := s.Revoke(ctx, l.ID, "again", time.Now())
+	must(t, err)
+	if !again.RevokedAt.Equal(*rev.RevokedAt) || again.RevokeReason != "test" {
+		t.Fatalf("second revoke changed the lease: %+v", again)
+	}
+	if _, err := s.Renew(ctx, l.ID, time.Minute, []pgrole.Template{pgrole.DefaultRenewal}, time.Now()); !errors.Is(err, lease.ErrRevoked) {
+		t.Fatalf("renew after revoke: %v", err)
+	}
+	if _, err := s.Get(ctx, "00000000-0000-4000-8000-000000000000"); !errors.Is(err, lease.ErrNotFound) {
+		t.Fatalf("Get unknown: %v", err)
+	}
+}
+
+func TestRevokeRoleAlreadyGone(t *testing.T) {
+	ctx := context.Background()
+	s := lease.NewStore(admin, "orders")
+	l, err := s.Issue(ctx, issueRequest(t, time.Minute))
+	must(t, err)
+	ident, _ := pgrole.QuoteIdentifier(l.Username)
+	_, err = admin.Exec(ctx, "DROP ROLE "+ident)
+	must(t, err)
+	rev, err := s.Revoke(ctx, l.ID, "test", time.Now())
+	if err != nil || rev.RevokedAt == nil {
+		t.Fatalf("revoke of a lease whose role is gone: %+v %v", rev, err)
+	}
+}
+
+// TestMaxLeasesUnderConcurrency: 20 concurrent issues against max_leases 5.
+func TestMaxLeasesUnderConcurrency(t *testing.T) {
+	ctx := context.Background()
+	s := lease.NewStore(admin, "limits")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, limited := 0, 0
+	for i := 0; i < 20; i++ {
+		r := issueRequest(t, time.Minute)
+		r.MaxLeases = 5
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.Issue(ctx, r)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, lease.ErrLimit):
+				limited++
+				if roleExists(t, r.Username) {
+					t.Errorf("a limited issue left role %s", r.Username)
+				}
+			default:
+				t.Errorf("issue: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok != 5 || limited != 15 {
+		t.Fatalf("ok %d limited %d, want 5 and 15", ok, limited)
+	}
+}
+
+func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- lease.Migrate(context.Background(), admin) }()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		must(t, err)
+	}
+	var n int
+	must(t, admin.QueryRow(context.Background(), "SELECT count(*) FROM ephemera.schema_migrations").Scan(&n))
+	if n != 1 {
+		t.Fatalf("%d migration rows, want 1", n)
+	}
+}
+
+func TestNonces(t *testing.T) {
+	s := lease.NewStore(admin, "orders")
+	exp := time.Now().Add(time.Minute)
+	fresh, err := s.UseNonce(context.Background(), "0123456789abcdef0123456789abcdef", exp)
+	must(t, err)
+	again, err := s.UseNonce(context.Background(), "0123456789abcdef0123456789abcdef", exp)
+	must(t, err)
+	if !fresh || again {
+		t.Fatalf("first use fresh=%v, second fresh=%v", fresh, again)
+	}
+}
+
+func TestIssueRefusesForeignUsername(t *testing.T) {
+	s := lease.NewStore(admin, "orders")
+	r := issueRequest(t, time.Minute)
+	r.Username = "postgres"
+	if _, err := s.Issue(context.Background(), r); err == nil {
+		t.Fatal("Issue accepted a username it did not generate")
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,440 @@
+package lease
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ephemera-sh/ephemera/broker/pgrole"
+)
+
+// Errors callers can test with errors.Is.
+var (
+	ErrNotFound = errors.New("lease: not found")
+	ErrExpired  = errors.New("lease: expired")
+	ErrRevoked  = errors.New("lease: revoked")
+	ErrLimit    = errors.New("lease: max_leases reached for this role")
+)
+
+// Lease is one issued credential's record. It holds no password.
+type Lease struct {
+	ID           string
+	Database     string
+	DBRole       string
+	Username     string
+	PrincipalARN string
+	Account      string
+	Session      string
+	MemberOf     []string
+	IssuedAt     time.Time
+	ExpiresAt    time.Time
+	MaxExpiresAt time.Time
+	RevokedAt    *time.Time
+	RevokeReason string
+}
+
+// Live reports whether the lease is neither revoked nor expired at now.
+func (l *Lease) Live(now time.Time) bool { return l.RevokedAt == nil && now.Before(l.ExpiresAt) }
+
+// Store is the lease store of one database. Safe for concurrent use.
+type Store struct {
+	pool     *pgxpool.Pool
+	database string
+	// beforeLeaseInsert, when set (tests only), runs inside the issue
+	// transaction after the role exists and before the lease row is written.
+	beforeLeaseInsert func(ctx context.Context) error
+}
+
+// NewStore returns the store of the configured database named database,
+// reached through the admin pool.
+func NewStore(pool *pgxpool.Pool, database string) *Store {
+	return &Store{pool: pool, database: database}
+}
+
+// Database is the configured name of the store's database.
+func (s *Store) Database() string { return s.database }
+
+// Pool is the admin pool (for audit writes and health checks).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// IssueRequest is everything Issue needs. The caller has verified the
+// principal, decided the policy and validated the TTL.
+type IssueRequest struct {
+	DBRole       string
+	MemberOf     []string
+	Creation     []pgrole.Template
+	Username     string
+	Verifier     string // SCRAM-SHA-256 verifier of the password, never the password
+	PrincipalARN string
+	Account      string
+	Session      string
+	RequestID    string
+	IssuedAt     time.Time
+	TTL          time.Duration
+	MaxTTL       time.Duration
+	MaxLeases    int
+}
+
+const leaseColumns = `lease_id::text, database, db_role, username, principal_arn, account, session, member_of,
+	issued_at, expires_at, max_expires_at, revoked_at, coalesce(revoke_reason, '')`
+
+func scanLease(row pgx.Row) (*Lease, error) {
+	var l Lease
+	err := row.Scan(&l.ID, &l.Database, &l.DBRole, &l.Username, &l.PrincipalARN, &l.Account, &l.Session, &l.MemberOf,
+		&l.IssuedAt, &l.ExpiresAt, &l.MaxExpiresAt, &l.RevokedAt, &l.RevokeReason)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	l.IssuedAt, l.ExpiresAt, l.MaxExpiresAt = l.IssuedAt.UTC(), l.ExpiresAt.UTC(), l.MaxExpiresAt.UTC()
+	if l.RevokedAt != nil {
+		t := l.RevokedAt.UTC()
+		l.RevokedAt = &t
+	}
+	return &l, nil
+}
+
+// CountLive counts the role's unrevoked, unexpired leases.
+func (s *Store) CountLive(ctx context.Context, dbRole string, now time.Time) (int, error) {
+	return countLive(ctx, s.pool, s.database, dbRole, now)
+}
+
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func countLive(ctx context.Context, q querier, database, dbRole string, now time.Time) (int, error) {
+	var n int
+	err := q.QueryRow(ctx, `SELECT count(*) FROM ephemera.leases
+		WHERE database = $1 AND db_role = $2 AND revoked_at IS NULL AND expires_at > $3`, database, dbRole, now).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("lease: count live: %w", err)
+	}
+	return n, nil
+}
+
+// Issue creates the role and its lease in one transaction.
+func (s *Store) Issue(ctx context.Context, r IssueRequest) (*Lease, error) {
+	if !pgrole.ValidUsername(r.Username) {
+		return nil, errors.New("lease: issue: username is not a generated ephemera name")
+	}
+	issued := r.IssuedAt.UTC().Truncate(time.Second)
+	l := &Lease{
+		Database: s.database, DBRole: r.DBRole, Username: r.Username, PrincipalARN: r.PrincipalARN,
+		Account: r.Account, Session: r.Session, MemberOf: append([]string(nil), r.MemberOf...),
+		IssuedAt: issued, ExpiresAt: issued.Add(r.TTL), MaxExpiresAt: issued.Add(r.MaxTTL),
+	}
+	id, err := NewID()
+	if err != nil {
+		return nil, err
+	}
+	l.ID = id
+	vals := pgrole.Values{Name: r.Username, Password: r.Verifier, Expiration: l.ExpiresAt}
+	stmts := make([]string, 0, len(r.Creation)+len(r.MemberOf))
+	for i, t := range r.Creation {
+		sql, err := t.Render(vals)
+		if err != nil {
+			return nil, fmt.Errorf("lease: issue: creation[%d]: %w", i, err)
+		}
+		stmts = append(stmts, sql)
+	}
+	for _, g := range r.MemberOf {
+		sql, err := pgrole.GrantMembership(g, r.Username)
+		if err != nil {
+			return nil, fmt.Errorf("lease: issue: member_of %q: %w", g, err)
+		}
+		stmts = append(stmts, sql)
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, sql := range stmts {
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				return fmt.Errorf("role statement: %w", redactPgError(err))
+			}
+		}
+		// max_leases is decided under a per-role lock taken after the costly
+		// statements above, so issues of one role serialize only here.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+			"ephemera.leases/"+s.database+"/"+r.DBRole); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		n, err := countLive(ctx, tx, s.database, r.DBRole, issued)
+		if err != nil {
+			return err
+		}
+		if n >= r.MaxLeases {
+			return ErrLimit
+		}
+		if s.beforeLeaseInsert != nil {
+			if err := s.beforeLeaseInsert(ctx); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO ephemera.leases (lease_id, database, db_role, username, principal_arn,
+			account, session, member_of, issued_at, expires_at, max_expires_at, request_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+			l.ID, l.Database, l.DBRole, l.Username, l.PrincipalARN, l.Account, l.Session, l.MemberOf,
+			l.IssuedAt, l.ExpiresAt, l.MaxExpiresAt, r.RequestID)
+		if err != nil {
+			return fmt.Errorf("insert lease: %w", err)
+		}
+		return nil
+	})
+	if errors.Is(err, ErrLimit) {
+		return nil, ErrLimit
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lease: issue: %w", err)
+	}
+	return l, nil
+}
+
+// Get returns the lease with id, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (*Lease, error) {
+	l, err := scanLease(s.pool.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1", id))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("lease: get: %w", err)
+	}
+	return l, err
+}
+
+// Renew extends the lease to now+ttl, capped at its max expiry, moving the
+// role's VALID UNTIL in the same transaction.
+func (s *Store) Renew(ctx context.Context, id string, ttl time.Duration, renewal []pgrole.Template, now time.Time) (*Lease, error) {
+	now = now.UTC().Truncate(time.Second)
+	var out *Lease
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		l, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1 FOR UPDATE", id))
+		if err != nil {
+			return err
+		}
+		if l.RevokedAt != nil {
+			return ErrRevoked
+		}
+		if !now.Before(l.ExpiresAt) {
+			return ErrExpired
+		}
+		expires := now.Add(ttl)
+		if expires.After(l.MaxExpiresAt) {
+			expires = l.MaxExpiresAt
+		}
+		if expires.Before(l.ExpiresAt) {
+			expires = l.ExpiresAt // a renewal never shortens a lease
+		}
+		for i, t := range renewal {
+			sql, err := t.Render(pgrole.Values{Name: l.Username, Expiration: expires})
+			if err != nil {
+				return fmt.Errorf("renewal[%d]: %w", i, err)
+			}
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				return fmt.Errorf("renewal[%d]: %w", i, redactPgError(err))
+			}
+		}
+		if _, err := tx.Exec(ctx, "UPDATE ephemera.leases SET expires_at = $2 WHERE lease_id = $1", id, expires); err != nil {
+			return fmt.Errorf("update lease: %w", err)
+		}
+		l.ExpiresAt = expires
+		out = l
+		return nil
+	})
+	switch {
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrRevoked), errors.Is(err, ErrExpired):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("lease: renew: %w", err)
+	}
+	return out, nil
+}
+
+// Revoke ends the lease now: the role loses LOGIN, its sessions are
+// terminated, the role is dropped and the lease marked revoked with reason.
+// Revoking a revoked lease returns it unchanged (idempotent).
+func (s *Store) Revoke(ctx context.Context, id, reason string, now time.Time) (*Lease, error) {
+	now = now.UTC().Truncate(time.Microsecond) // PostgreSQL's precision
+	var l *Lease
+	// 1. No new logins, and the lease stops counting as live.
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		l, err = scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1 FOR UPDATE", id))
+		if err != nil || l.RevokedAt != nil {
+			return err
+		}
+		if err := disableLogin(ctx, tx, l.Username); err != nil {
+			return err
+		}
+		if now.Before(l.ExpiresAt) {
+			_, err = tx.Exec(ctx, "UPDATE ephemera.leases SET expires_at = $2 WHERE lease_id = $1", id, now)
+			l.ExpiresAt = now
+		}
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lease: revoke: %w", err)
+	}
+	if l.RevokedAt != nil {
+		return l, nil
+	}
+	// 2. End its sessions (and wait until they are gone).
+	if err := TerminateSessions(ctx, s.pool, l.Username); err != nil {
+		return nil, s.recordFailure(ctx, id, err)
+	}
+	// 3. Drop the role and mark the lease revoked, together.
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		cur, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1 FOR UPDATE", id))
+		if err != nil {
+			return err
+		}
+		if cur.RevokedAt != nil { // a concurrent revoke won
+			l = cur
+			return nil
+		}
+		ident, err := pgrole.QuoteIdentifier(l.Username)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "DROP ROLE IF EXISTS "+ident); err != nil {
+			return fmt.Errorf("drop role: %w", redactPgError(err))
+		}
+		revoked := now
+		if _, err := tx.Exec(ctx, `UPDATE ephemera.leases SET revoked_at = $2, revoke_reason = $3,
+			last_error = NULL, next_attempt_at = NULL WHERE lease_id = $1`, id, revoked, reason); err != nil {
+			return fmt.Errorf("mark revoked: %w", err)
+		}
+		l.RevokedAt, l.RevokeReason = &revoked, reason
+		return nil
+	})
+	if err != nil {
+		return nil, s.recordFailure(ctx, id, err)
+	}
+	return l, nil
+}
+
+// recordFailure notes a failed revocation on the lease so the reaper retries it.
+func (s *Store) recordFailure(ctx context.Context, id string, cause error) error {
+	msg := cause.Error()
+	if len(msg) > 500 {
+		msg = msg[:500]
+	}
+	_, err := s.pool.Exec(context.WithoutCancel(ctx), `UPDATE ephemera.leases SET attempts = attempts + 1, last_error = $2,
+		next_attempt_at = now() + least(interval '5 minutes', interval '1 second' * power(2, least(attempts, 9)))
+		WHERE lease_id = $1`, id, msg)
+	return errors.Join(fmt.Errorf("lease: revoke: %w", cause), err)
+}
+
+func disableLogin(ctx context.Context, tx pgx.Tx, username string) error {
+	var exists bool
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", username).Scan(&exists); err != nil {
+		return fmt.Errorf("find role: %w", err)
+	}
+	if !exists {
+		return nil
+	}
+	ident, err := pgrole.QuoteIdentifier(username)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, "ALTER ROLE "+ident+" NOLOGIN"); err != nil {
+		return fmt.Errorf("disable login: %w", redactPgError(err))
+	}
+	return nil
+}
+
+// TerminateSessions ends every backend of username and waits (up to 5 s
+// each) until it is gone. The admin role needs pg_signal_backend.
+func TerminateSessions(ctx context.Context, pool *pgxpool.Pool, username string) error {
+	rows, err := pool.Query(ctx, `SELECT pid, pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+		WHERE usename = $1 AND pid <> pg_backend_pid()`, username)
+	if err != nil {
+		return fmt.Errorf("terminate sessions: %w", err)
+	}
+	var pid int32
+	var gone bool
+	var stuck []int32
+	_, err = pgx.ForEachRow(rows, []any{&pid, &gone}, func() error {
+		if !gone {
+			stuck = append(stuck, pid)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("terminate sessions: %w", err)
+	}
+	if len(stuck) > 0 {
+		return fmt.Errorf("terminate sessions: backends %v still running", stuck)
+	}
+	return nil
+}
+
+// LiveByPrincipal returns the principal's unrevoked leases (expired ones
+// included: their roles may still exist until the reaper runs).
+func (s *Store) LiveByPrincipal(ctx context.Context, principalARN string) ([]*Lease, error) {
+	rows, err := s.pool.Query(ctx, "SELECT "+leaseColumns+` FROM ephemera.leases
+		WHERE principal_arn = $1 AND revoked_at IS NULL ORDER BY issued_at`, principalARN)
+	if err != nil {
+		return nil, fmt.Errorf("lease: by principal: %w", err)
+	}
+	defer rows.Close()
+	var out []*Lease
+	for rows.Next() {
+		l, err := scanLease(rows)
+		if err != nil {
+			return nil, fmt.Errorf("lease: by principal: %w", err)
+		}
+		out = append(out, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("lease: by principal: %w", err)
+	}
+	return out, nil
+}
+
+// UseNonce records a proof nonce until expires; false means it was used before.
+func (s *Store) UseNonce(ctx context.Context, nonce string, expires time.Time) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `INSERT INTO ephemera.nonces (nonce, expires_at) VALUES ($1, $2)
+		ON CONFLICT (nonce) DO NOTHING`, nonce, expires)
+	if err != nil {
+		return false, fmt.Errorf("lease: nonce: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// redactPgError keeps a PostgreSQL error's code and message but not its
+// detail or the statement position: role statements carry a password verifier.
+func redactPgError(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return &safePgError{code: pe.Code, msg: pe.Message, orig: pe}
+	}
+	return err
+}
+
+type safePgError struct {
+	code, msg string
+	orig      *pgconn.PgError
+}
+
+func (e *safePgError) Error() string { return fmt.Sprintf("%s (SQLSTATE %s)", e.msg, e.code) }
+
+// SQLState returns the error's SQLSTATE code.
+func (e *safePgError) SQLState() string { return e.code }
+
+// NewID returns a random (version 4) UUID.
+func NewID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("lease: uuid: %w", err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
+}
