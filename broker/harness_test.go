@@ -1,0 +1,360 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ephemera-sh/ephemera/broker"
+	"github.com/ephemera-sh/ephemera/broker/attest"
+	"github.com/ephemera-sh/ephemera/broker/config"
+	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
+)
+
+const (
+	audience = "test-orders"
+	region   = "us-east-1"
+	account  = "123456789012"
+)
+
+// Policies used unless a test brings its own.
+const basePolicies = `
+@id("orders-api-reads-orders")
+permit (principal, action == Ephemera::Action::"issue", resource == Ephemera::DatabaseRole::"orders/readonly")
+when { principal.account == "123456789012" && principal.role like "orders-api-*" && context.ttl_seconds <= 900 };
+
+@id("orders-api-limited")
+permit (principal, action == Ephemera::Action::"issue", resource == Ephemera::DatabaseRole::"orders/limited")
+when { principal.account == "123456789012" && principal.role like "orders-api-*" };
+
+@id("orders-api-short")
+permit (principal, action == Ephemera::Action::"issue", resource == Ephemera::DatabaseRole::"orders/short")
+when { principal.account == "123456789012" && principal.role like "orders-api-*" };
+
+@id("holders-renew-and-revoke")
+permit (principal, action in [Ephemera::Action::"renew", Ephemera::Action::"revoke"], resource in Ephemera::Database::"orders")
+when { principal.account == "123456789012" };
+
+@id("incident-responders")
+permit (principal == Ephemera::Workload::"arn:aws:iam::123456789012:role/incident-responder",
+        action == Ephemera::Action::"admin_revoke", resource == Ephemera::Database::"orders");
+
+@id("quarantine")
+forbid (principal == Ephemera::Workload::"arn:aws:iam::123456789012:role/orders-api-compromised", action, resource);
+`
+
+const baseConfig = `
+databases:
+  orders:
+    host: 127.0.0.1
+    port: %d
+    dbname: %s
+    sslmode: disable
+    admin: {user: ephemera_admin, auth: dsn, dsn_env: TEST_ORDERS_ADMIN_DSN}
+    scram_iterations: 4096
+    roles:
+      readonly:
+        member_of: [orders_read]
+        default_ttl: 15m
+        max_ttl: 1h
+        max_leases: 500
+      limited:
+        member_of: [orders_read]
+        max_leases: 2
+      short:
+        member_of: [orders_read]
+        default_ttl: 1m
+        max_ttl: 2m
+`
+
+// env is one broker under test with its STS, log buffers and HTTP server.
+type env struct {
+	t      *testing.T
+	sts    *stsserver.Server
+	broker *broker.Broker
+	srv    *httptest.Server
+	logs   *syncBuffer // operational logs
+	audits *syncBuffer // audit lines
+}
+
+type envOptions struct {
+	policies *string // nil: basePolicies
+	now      func() time.Time
+}
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	e := &env{t: t, sts: stsserver.StartTB(t), logs: &syncBuffer{}, audits: &syncBuffer{}}
+	b, err := startBroker(t, o, e.sts, e.logs, e.audits)
+	must(t, err)
+	e.broker = b
+	e.srv = httptest.NewServer(e.broker.Handler())
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// startBroker writes the configuration and policies to a temp dir and starts a broker.
+func startBroker(t *testing.T, o envOptions, sts *stsserver.Server, logs, audits io.Writer) (*broker.Broker, error) {
+	t.Helper()
+	dir := t.TempDir()
+	pol := basePolicies
+	if o.policies != nil {
+		pol = *o.policies
+	}
+	polDir := filepath.Join(dir, "policies")
+	must(t, os.Mkdir(polDir, 0o755))
+	if pol != "" {
+		must(t, os.WriteFile(filepath.Join(polDir, "orders.cedar"), []byte(pol), 0o644))
+	}
+	cfgPath := filepath.Join(dir, "ephemera.yaml")
+	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(baseConfig, pg.Port(), pg.Database())), 0o644))
+	vars := map[string]string{
+		"EPHEMERA_CONFIG":       cfgPath,
+		"EPHEMERA_POLICY_DIR":   polDir,
+		"EPHEMERA_AUDIENCE":     audience,
+		"EPHEMERA_STS_ENDPOINT": sts.URL(),
+		"EPHEMERA_STAGE":        "test",
+		"AWS_REGION":            region,
+		"TEST_ORDERS_ADMIN_DSN": pg.ConnString(setup.AdminUser, setup.AdminPassword, pg.Database()),
+	}
+	getenv := func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+	cfg, err := config.FromEnv(getenv)
+	must(t, err)
+	b, err := broker.New(context.Background(), broker.Options{
+		Config:   cfg,
+		Logger:   slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		AuditOut: audits,
+		Getenv:   getenv,
+		Now:      o.now,
+	})
+	if err == nil {
+		t.Cleanup(b.Close)
+	}
+	return b, err
+}
+
+// workload is an identity known to the STS emulator.
+type workload struct {
+	id    stsserver.Identity
+	creds aws.Credentials
+}
+
+func (e *env) workload(role, session string) workload {
+	return e.workloadIn(account, role, session)
+}
+
+func (e *env) workloadIn(acct, role, session string) workload {
+	id := stsserver.NewIdentity(acct, role, session)
+	e.sts.Add(id)
+	return workload{id: id, creds: aws.Credentials{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, SessionToken: id.SessionToken}}
+}
+
+func (e *env) proof(w workload) *attest.Proof {
+	e.t.Helper()
+	p, err := attest.Sign(context.Background(), w.creds, region, audience, time.Now())
+	must(e.t, err)
+	return p
+}
+
+// answer is a decoded API response.
+type answer struct {
+	Status    int
+	RequestID string
+	Body      map[string]any
+	Raw       []byte
+}
+
+func (a answer) code() string {
+	if e, ok := a.Body["error"].(map[string]any); ok {
+		s, _ := e["code"].(string)
+		return s
+	}
+	return ""
+}
+
+func (a answer) str(k string) string { s, _ := a.Body[k].(string); return s }
+
+func (e *env) post(path string, body any) answer {
+	e.t.Helper()
+	data, err := json.Marshal(body)
+	must(e.t, err)
+	return e.postRaw(path, "application/json", data)
+}
+
+func (e *env) postRaw(path, contentType string, data []byte) answer {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+path, bytes.NewReader(data))
+	must(e.t, err)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	return e.do(req)
+}
+
+func (e *env) do(req *http.Request) answer {
+	e.t.Helper()
+	resp, err := e.srv.Client().Do(req)
+	must(e.t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	must(e.t, err)
+	a := answer{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id"), Raw: raw}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		e.t.Fatalf("%s %s: Content-Type %q, want application/json", req.Method, req.URL.Path, ct)
+	}
+	if err := json.Unmarshal(raw, &a.Body); err != nil {
+		e.t.Fatalf("%s %s: body is not JSON: %v: %s", req.Method, req.URL.Path, err, raw)
+	}
+	if a.RequestID == "" {
+		e.t.Fatalf("%s %s: no X-Request-Id", req.Method, req.URL.Path)
+	}
+	if a.code() != "" {
+		if rid, _ := a.Body["error"].(map[string]any)["request_id"].(string); rid != a.RequestID {
+			e.t.Fatalf("error request_id %q != X-Request-Id %q", rid, a.RequestID)
+		}
+	}
+	return a
+}
+
+func (e *env) issue(w workload, role string, ttl int) answer {
+	e.t.Helper()
+	body := map[string]any{"identity": e.proof(w), "database": "orders", "role": role}
+	if ttl > 0 {
+		body["ttl_seconds"] = ttl
+	}
+	return e.post("/v1/credentials", body)
+}
+
+func (e *env) mustIssue(w workload, role string, ttl int) answer {
+	e.t.Helper()
+	a := e.issue(w, role, ttl)
+	if a.Status != http.StatusCreated {
+		e.t.Fatalf("issue %s: %d %s", role, a.Status, a.Raw)
+	}
+	return a
+}
+
+// auditRow is the audit_log row of a request.
+type auditRow struct {
+	Event, Decision, Reason, PrincipalARN, Username, LeaseID string
+	Policies                                                 []string
+	TTLSeconds                                               int64
+}
+
+func auditRows(t *testing.T, requestID string) []auditRow {
+	t.Helper()
+	conn := superuser(t)
+	rows, err := conn.Query(context.Background(), `SELECT event, decision, reason, principal_arn, username,
+		coalesce(lease_id::text, ''), policies, ttl_seconds FROM ephemera.audit_log WHERE request_id = $1 ORDER BY id`, requestID)
+	must(t, err)
+	var out []auditRow
+	for rows.Next() {
+		var r auditRow
+		must(t, rows.Scan(&r.Event, &r.Decision, &r.Reason, &r.PrincipalARN, &r.Username, &r.LeaseID, &r.Policies, &r.TTLSeconds))
+		out = append(out, r)
+	}
+	must(t, rows.Err())
+	return out
+}
+
+// auditOne asserts exactly one audit row for requestID and returns it.
+func auditOne(t *testing.T, requestID string) auditRow {
+	t.Helper()
+	rows := auditRows(t, requestID)
+	if len(rows) != 1 {
+		t.Fatalf("audit rows for %s: %d, want 1: %+v", requestID, len(rows), rows)
+	}
+	return rows[0]
+}
+
+func superuser(t *testing.T) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), pg.URL())
+	must(t, err)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// ephemeralRoles counts roles carrying the ephemera prefix.
+func ephemeralRoles(t *testing.T) int {
+	t.Helper()
+	var n int
+	must(t, superuser(t).QueryRow(context.Background(), `SELECT count(*) FROM pg_roles WHERE rolname LIKE 'eph\_%'`).Scan(&n))
+	return n
+}
+
+func roleExists(t *testing.T, name string) bool {
+	t.Helper()
+	var ok bool
+	must(t, superuser(t).QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, name).Scan(&ok))
+	return ok
+}
+
+// login connects as the issued credential.
+func login(t *testing.T, cred answer) (*pgx.Conn, error) {
+	t.Helper()
+	port := int(cred.Body["port"].(float64))
+	dsn := fmt.Sprintf("host=%s port=%d dbname=%s user=%s password=%s sslmode=%s",
+		cred.str("host"), port, cred.str("dbname"), cred.str("username"), cred.str("password"), cred.str("sslmode"))
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err == nil {
+		t.Cleanup(func() { conn.Close(context.Background()) })
+	}
+	return conn, err
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func parseTime(t *testing.T, s string) time.Time {
+	t.Helper()
+	ts, err := time.Parse(time.RFC3339, s)
+	must(t, err)
+	return ts
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+var _ = strings.Contains

@@ -1,0 +1,32 @@
+// Command broker is the credential broker's AWS Lambda entry point: API
+// Gateway HTTP API (payload v2) → the broker's net/http handler. It only
+// wires; the broker lives in package broker. Build with -tags lambda.norpc.
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+
+	"github.com/aws/aws-lambda-go/lambda"
+
+	"github.com/ephemera-sh/ephemera/broker"
+	"github.com/ephemera-sh/ephemera/broker/config"
+	"github.com/ephemera-sh/ephemera/internal/apigw"
+)
+
+func main() {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	cfg, err := config.FromEnv(os.LookupEnv)
+	if err != nil {
+		log.Error("invalid configuration", "err", err)
+		os.Exit(1)
+	}
+	b, err := broker.New(context.Background(), broker.Options{Config: cfg, Logger: log})
+	if err != nil {
+		log.Error("broker did not start", "err", err)
+		os.Exit(1)
+	}
+	defer b.Close()
+	lambda.Start(apigw.Handler(b.Handler()))
+}
