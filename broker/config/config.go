@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"sort"
@@ -211,8 +212,13 @@ func Parse(data []byte) (*Config, error) {
 	var doc fileDoc
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&doc); err != nil {
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return nil, errors.New("config: databases: at least one database is required (the document is empty)")
+	} else if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		return nil, errors.New("config: only one YAML document is allowed")
 	}
 	if len(doc.Databases) == 0 {
 		return nil, errors.New("config: databases: at least one database is required")
@@ -277,6 +283,9 @@ func parseDB(name string, f fileDB) (*Database, error) {
 		if !envNameRE.MatchString(db.Admin.DSNEnv) {
 			return nil, fmt.Errorf("config: %s: must name an environment variable", field("admin.dsn_env"))
 		}
+		if db.Admin.Region != "" {
+			return nil, fmt.Errorf("config: %s: only for auth: rds_iam", field("admin.region"))
+		}
 	case "":
 		return nil, fmt.Errorf("config: %s: required (rds_iam or dsn)", field("admin.auth"))
 	default:
@@ -286,7 +295,7 @@ func parseDB(name string, f fileDB) (*Database, error) {
 		return nil, fmt.Errorf("config: %s: at least one role is required", field("roles"))
 	}
 	for _, rn := range sortedKeys(f.Roles) {
-		r, err := parseRole(field("roles."+rn), rn, f.Roles[rn])
+		r, err := parseRole(field("roles."+rn), rn, f.Roles[rn], db.Admin.User)
 		if err != nil {
 			return nil, err
 		}
@@ -295,7 +304,7 @@ func parseDB(name string, f fileDB) (*Database, error) {
 	return db, nil
 }
 
-func parseRole(field, name string, f fileRole) (*Role, error) {
+func parseRole(field, name string, f fileRole, adminUser string) (*Role, error) {
 	if !roleNameRE.MatchString(name) {
 		return nil, fmt.Errorf("config: %s: role name must match %s", field, roleNameRE)
 	}
@@ -304,16 +313,21 @@ func parseRole(field, name string, f fileRole) (*Role, error) {
 		return nil, fmt.Errorf("config: %s.member_of: at least one group role is required", field)
 	}
 	for i, g := range r.MemberOf {
-		if _, err := pgrole.QuoteIdentifier(g); err != nil || strings.HasPrefix(g, pgrole.Prefix) || strings.HasPrefix(g, "pg_") {
+		if _, err := pgrole.QuoteIdentifier(g); err != nil || len(g) > 63 || strings.HasPrefix(g, pgrole.Prefix) || strings.HasPrefix(g, "pg_") {
 			return nil, fmt.Errorf("config: %s.member_of[%d]: %q is not a usable group role name", field, i, g)
+		}
+		// A member of the admin role could SET ROLE to it and gain CREATEROLE.
+		if adminUser != "" && g == adminUser {
+			return nil, fmt.Errorf("config: %s.member_of[%d]: must not be the admin role", field, i)
 		}
 	}
 	var err error
-	if r.DefaultTTL, err = parseTTL(f.DefaultTTL, DefaultTTL); err != nil {
-		return nil, fmt.Errorf("config: %s.default_ttl: %w", field, err)
-	}
 	if r.MaxTTL, err = parseTTL(f.MaxTTL, DefaultMaxTTL); err != nil {
 		return nil, fmt.Errorf("config: %s.max_ttl: %w", field, err)
+	}
+	// An unset default_ttl is 15m, or max_ttl when that is shorter.
+	if r.DefaultTTL, err = parseTTL(f.DefaultTTL, min(DefaultTTL, r.MaxTTL)); err != nil {
+		return nil, fmt.Errorf("config: %s.default_ttl: %w", field, err)
 	}
 	if r.DefaultTTL > r.MaxTTL {
 		return nil, fmt.Errorf("config: %s.default_ttl: %s exceeds max_ttl %s", field, r.DefaultTTL, r.MaxTTL)
