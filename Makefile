@@ -1,0 +1,52 @@
+# ephemera — see README.md. Every target works on a fresh clone.
+SHELL        := /bin/bash
+GO           ?= go
+BIN          := bin
+LAMBDA_FLAGS := -tags lambda.norpc -trimpath -ldflags='-s -w'
+# Fuzz targets run briefly by `make test` (package:target).
+FUZZ_TARGETS := ./broker:FuzzDecodeRequest ./broker/attest:FuzzProofJSON ./broker/attest:FuzzAuthorization \
+                ./broker/pgrole:FuzzParseTemplate ./broker/config:FuzzParse ./internal/apigw:FuzzRequest
+FUZZTIME     ?= 4s
+
+.PHONY: all build lambdas test unit fuzz lint demo layer bench clean
+
+all: build
+
+## build: compile everything, and the Lambda binaries (linux/arm64, lambda.norpc)
+build: lambdas
+	$(GO) build ./...
+
+lambdas:
+	@mkdir -p $(BIN)/broker
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build $(LAMBDA_FLAGS) -o $(BIN)/broker/bootstrap ./functions/broker
+
+## test: vet, unit + integration tests against a real PostgreSQL, short fuzz runs
+test: lint unit fuzz
+
+unit:
+	$(GO) test -count=1 -tags lambda.norpc ./...
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg > /tmp/ephemera-fuzz.log 2>&1 || { cat /tmp/ephemera-fuzz.log; exit 1; }; \
+	done
+
+## lint: gofmt and go vet must be clean
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet -tags lambda.norpc ./...
+
+demo:
+	@echo "make demo: not yet (issue 5: layer, SAM application and the local demo)"
+
+layer:
+	@echo "make layer: not yet (issue 5)"
+
+bench:
+	@echo "make bench: not yet (issue 7)"
+
+clean:
+	rm -rf $(BIN) layer/dist bench/results.json
