@@ -27,7 +27,8 @@ type NonceStore interface {
 type Config struct {
 	// Audience proofs must carry in X-Ephemera-Audience. Required.
 	Audience string
-	// Region of the broker; it names the default STS host and endpoint. Required.
+	// Region of the broker; it names the default STS hosts. Required unless
+	// AllowedHosts is set.
 	Region string
 	// AllowedHosts are the STS hosts a proof's URL may name. Default:
 	// sts.amazonaws.com and sts.<Region>.amazonaws.com.
@@ -90,7 +91,8 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	}
 	if cfg.Endpoint != "" {
 		u, err := url.Parse(cfg.Endpoint)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.User != nil {
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" ||
+			u.ForceQuery || u.Fragment != "" || u.User != nil || (u.Path != "" && u.Path != "/") {
 			return nil, fmt.Errorf("attest: config: STS endpoint %q is not an http(s) base URL", cfg.Endpoint)
 		}
 		cfg.Endpoint = strings.TrimRight(cfg.Endpoint, "/")
