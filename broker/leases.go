@@ -136,8 +136,9 @@ func (b *Broker) handleRevoke(r *http.Request, ri *reqInfo) (status int, body an
 func (b *Broker) handleAdminRevoke(r *http.Request, ri *reqInfo) (status int, body any, aerr *apiError) {
 	ctx := r.Context()
 	rec := b.record(ri, audit.EventAdminRevoke)
+	audited := false // once decisions are made, each database and lease is audited on its own
 	defer func() {
-		if aerr != nil || rec.Database == "" {
+		if !audited {
 			b.finish(ctx, ri, rec, aerr)
 		}
 	}()
@@ -194,6 +195,7 @@ func (b *Broker) handleAdminRevoke(r *http.Request, ri *reqInfo) (status int, bo
 		}
 		decided[name] = drec
 	}
+	audited = true
 	revoked := 0
 	var failed *apiError
 	for name, ls := range targets {
@@ -214,7 +216,6 @@ func (b *Broker) handleAdminRevoke(r *http.Request, ri *reqInfo) (status int, bo
 			b.finish(ctx, ri, decided[name], nil)
 		}
 	}
-	rec.Database = "-" // every database's outcome is audited above
 	if failed != nil {
 		return 0, nil, &apiError{Code: failed.Code, Message: fmt.Sprintf("%d leases revoked; at least one revocation failed and will be retried by the reaper", revoked), cause: failed.cause}
 	}
