@@ -18,8 +18,10 @@ build: lambdas
 	$(GO) build ./...
 
 lambdas:
-	@mkdir -p $(BIN)/broker
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build $(LAMBDA_FLAGS) -o $(BIN)/broker/bootstrap ./functions/broker
+	@set -e; for fn in broker reaper; do \
+		mkdir -p $(BIN)/$$fn; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build $(LAMBDA_FLAGS) -o $(BIN)/$$fn/bootstrap ./functions/$$fn; \
+	done
 
 ## test: vet, unit + integration tests against a real PostgreSQL, short fuzz runs
 test: lint unit fuzz

@@ -174,6 +174,7 @@ func (b *Broker) handleIssue(r *http.Request, ri *reqInfo) (status int, body any
 		return 0, nil, fromStore(err)
 	}
 	rec.Username, rec.LeaseID = l.Username, l.ID
+	b.reapSome(ctx, db.Name)
 	return http.StatusCreated, Credential{
 		LeaseID: l.ID, Database: db.Name, Role: role.Name, Username: l.Username, Password: password,
 		Host: db.Host, Port: db.Port, DBName: db.DBName, SSLMode: db.SSLMode,
@@ -187,4 +188,21 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// Expired leases revoked opportunistically after each issue, so revocation
+// does not wait only for the scheduled reaper.
+const (
+	reapOnIssue        = 3
+	reapOnIssueTimeout = time.Second
+)
+
+func (b *Broker) reapSome(ctx context.Context, database string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reapOnIssueTimeout)
+	defer cancel()
+	if s, err := b.reaper.Reap(ctx, database, reapOnIssue); err != nil {
+		b.log.Warn("reap on issue failed", "database", database, "err", err)
+	} else if s.Revoked+s.Failed > 0 {
+		b.log.Info("reaped on issue", "database", database, "revoked", s.Revoked, "failed", s.Failed)
+	}
 }

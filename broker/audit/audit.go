@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -74,20 +75,34 @@ func New(out io.Writer, pools map[string]*pgxpool.Pool, errLog *slog.Logger) *Lo
 // names a configured database. It returns the row's error, which callers
 // should log but not turn into a different API answer.
 func (l *Log) Write(ctx context.Context, r Record) error {
-	if r.Time.IsZero() {
-		r.Time = time.Now()
+	l.Line(r)
+	pool := l.pools[r.Database]
+	if pool == nil {
+		return nil
 	}
-	r.Time = r.Time.UTC()
-	if r.Policies == nil {
-		r.Policies = []string{}
+	if err := Insert(context.WithoutCancel(ctx), pool, r); err != nil {
+		l.err.Error("audit row not written", "request_id", r.RequestID, "database", r.Database, "err", err)
+		return err
 	}
+	return nil
+}
+
+// Execer runs a statement (a pool or a transaction).
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Line writes r's JSON line to the log's output only.
+func (l *Log) Line(r Record) {
+	r = normalize(r)
 	line, err := json.Marshal(struct {
 		Level string `json:"level"`
 		Msg   string `json:"msg"`
 		Record
 	}{"INFO", "audit", r})
 	if err != nil {
-		return fmt.Errorf("audit: encode: %w", err)
+		l.err.Error("audit line not encoded", "err", err)
+		return
 	}
 	l.mu.Lock()
 	_, werr := l.out.Write(append(line, '\n'))
@@ -95,23 +110,35 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 	if werr != nil {
 		l.err.Error("audit line not written", "err", werr)
 	}
-	pool := l.pools[r.Database]
-	if pool == nil {
-		return nil
-	}
+}
+
+// Insert writes r as a row of ephemera.audit_log through db, so that a
+// caller can commit it with the change it audits.
+func Insert(ctx context.Context, db Execer, r Record) error {
+	r = normalize(r)
 	var leaseID any
 	if r.LeaseID != "" {
 		leaseID = r.LeaseID
 	}
-	_, err = pool.Exec(context.WithoutCancel(ctx), `INSERT INTO ephemera.audit_log
+	_, err := db.Exec(ctx, `INSERT INTO ephemera.audit_log
 		(time, request_id, event, decision, reason, principal_arn, account, session, source_ip,
 		 database, db_role, username, lease_id, ttl_seconds, policies, latency_ms)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		r.Time, r.RequestID, r.Event, r.Decision, r.Reason, r.PrincipalARN, r.Account, r.Session, r.SourceIP,
 		r.Database, r.DBRole, r.Username, leaseID, r.TTLSeconds, r.Policies, r.LatencyMS)
 	if err != nil {
-		l.err.Error("audit row not written", "request_id", r.RequestID, "database", r.Database, "err", err)
 		return fmt.Errorf("audit: insert: %w", err)
 	}
 	return nil
+}
+
+func normalize(r Record) Record {
+	if r.Time.IsZero() {
+		r.Time = time.Now()
+	}
+	r.Time = r.Time.UTC()
+	if r.Policies == nil {
+		r.Policies = []string{}
+	}
+	return r
 }

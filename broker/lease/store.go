@@ -49,6 +49,7 @@ type Store struct {
 	// beforeLeaseInsert, when set (tests only), runs inside the issue
 	// transaction after the role exists and before the lease row is written.
 	beforeLeaseInsert func(ctx context.Context) error
+	hooks             *Hooks
 }
 
 // NewStore returns the store of the configured database named database,
@@ -198,7 +199,7 @@ func (s *Store) Issue(ctx context.Context, r IssueRequest) (*Lease, error) {
 
 // Get returns the lease with id, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (*Lease, error) {
-	l, err := scanLease(s.pool.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1", id))
+	l, err := scanLease(s.pool.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1 AND database = $2", id, s.database))
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("lease: get: %w", err)
 	}
@@ -211,7 +212,7 @@ func (s *Store) Renew(ctx context.Context, id string, ttl time.Duration, renewal
 	now = now.UTC().Truncate(time.Second)
 	var out *Lease
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		l, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1 FOR UPDATE", id))
+		l, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1 AND database = $2 FOR UPDATE", id, s.database))
 		if err != nil {
 			return err
 		}
@@ -262,7 +263,7 @@ func (s *Store) Revoke(ctx context.Context, id, reason string, now time.Time) (*
 	// 1. No new logins, and the lease stops counting as live.
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		l, err = scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1 FOR UPDATE", id))
+		l, err = scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1 AND database = $2 FOR UPDATE", id, s.database))
 		if err != nil || l.RevokedAt != nil {
 			return err
 		}
@@ -290,7 +291,7 @@ func (s *Store) Revoke(ctx context.Context, id, reason string, now time.Time) (*
 	}
 	// 3. Drop the role and mark the lease revoked, together.
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		cur, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1 FOR UPDATE", id))
+		cur, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1 AND database = $2 FOR UPDATE", id, s.database))
 		if err != nil {
 			return err
 		}
@@ -298,12 +299,8 @@ func (s *Store) Revoke(ctx context.Context, id, reason string, now time.Time) (*
 			l = cur
 			return nil
 		}
-		ident, err := pgrole.QuoteIdentifier(l.Username)
-		if err != nil {
+		if err := dropRole(ctx, tx, l.Username, firstGroup(l.MemberOf)); err != nil && !errors.Is(err, ErrRoleGone) {
 			return err
-		}
-		if _, err := tx.Exec(ctx, "DROP ROLE IF EXISTS "+ident); err != nil {
-			return fmt.Errorf("drop role: %w", redactPgError(err))
 		}
 		revoked := now
 		if _, err := tx.Exec(ctx, `UPDATE ephemera.leases SET revoked_at = $2, revoke_reason = $3,
@@ -349,10 +346,15 @@ func disableLogin(ctx context.Context, tx pgx.Tx, username string) error {
 	return nil
 }
 
+// Querier runs queries (a pool, a connection or a transaction).
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
 // TerminateSessions ends every backend of username and waits (up to 5 s
 // each) until it is gone. The admin role needs pg_signal_backend.
-func TerminateSessions(ctx context.Context, pool *pgxpool.Pool, username string) error {
-	rows, err := pool.Query(ctx, `SELECT pid, pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+func TerminateSessions(ctx context.Context, q Querier, username string) error {
+	rows, err := q.Query(ctx, `SELECT pid, pg_terminate_backend(pid, 5000) FROM pg_stat_activity
 		WHERE usename = $1 AND pid <> pg_backend_pid()`, username)
 	if err != nil {
 		return fmt.Errorf("terminate sessions: %w", err)
@@ -379,7 +381,7 @@ func TerminateSessions(ctx context.Context, pool *pgxpool.Pool, username string)
 // included: their roles may still exist until the reaper runs).
 func (s *Store) LiveByPrincipal(ctx context.Context, principalARN string) ([]*Lease, error) {
 	rows, err := s.pool.Query(ctx, "SELECT "+leaseColumns+` FROM ephemera.leases
-		WHERE principal_arn = $1 AND revoked_at IS NULL ORDER BY issued_at`, principalARN)
+		WHERE principal_arn = $1 AND database = $2 AND revoked_at IS NULL ORDER BY issued_at`, principalARN, s.database)
 	if err != nil {
 		return nil, fmt.Errorf("lease: by principal: %w", err)
 	}

@@ -1,0 +1,48 @@
+// Command reaper is the reaper's AWS Lambda entry point, invoked by an
+// EventBridge schedule (rate(1 minute)). It revokes expired leases, sweeps
+// orphan roles and cleans used nonces (package broker/reaper), returns a
+// summary and logs it as one JSON line. Build with -tags lambda.norpc.
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambda"
+
+	"github.com/ephemera-sh/ephemera/broker/admindb"
+	"github.com/ephemera-sh/ephemera/broker/audit"
+	"github.com/ephemera-sh/ephemera/broker/config"
+	"github.com/ephemera-sh/ephemera/broker/lease"
+	"github.com/ephemera-sh/ephemera/broker/reaper"
+)
+
+func main() {
+	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	cfg, err := config.FromEnv(os.LookupEnv)
+	if err != nil {
+		log.Error("invalid configuration", "err", err)
+		os.Exit(1)
+	}
+	pools, err := admindb.OpenAll(context.Background(), cfg, admindb.Options{MaxConns: 4})
+	if err != nil {
+		log.Error("reaper did not start", "err", err)
+		os.Exit(1)
+	}
+	stores := map[string]*lease.Store{}
+	for name, p := range pools {
+		stores[name] = lease.NewStore(p, name)
+	}
+	r := reaper.New(stores, audit.New(os.Stdout, pools, log), log, reaper.Config{})
+	lambda.Start(func(ctx context.Context, _ events.EventBridgeEvent) (reaper.Summary, error) {
+		sum, err := r.Run(ctx)
+		log.Info("reaper run", "revoked", sum.Revoked, "failed", sum.Failed, "swept", sum.Swept,
+			"nonces_deleted", sum.NoncesDeleted, "audit_pruned", sum.AuditPruned, "duration_ms", sum.DurationMS, "errors", sum.Errors)
+		// The other databases were still reaped; the error makes the
+		// invocation count as failed (Lambda's Errors metric), and the
+		// schedule retries in a minute anyway.
+		return sum, err
+	})
+}
