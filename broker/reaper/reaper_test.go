@@ -395,7 +395,9 @@ func TestSweep(t *testing.T) {
 	orphanIdent, _ := pgrole.QuoteIdentifier(orphan)
 	_, err = superuserExec(ctx, "CREATE ROLE "+orphanIdent+" LOGIN IN ROLE orders_read; CREATE ROLE eph_but_not_ours; CREATE ROLE app_user")
 	must(t, err)
-	t.Cleanup(func() { _, _ = superuserExec(ctx, "DROP ROLE IF EXISTS eph_but_not_ours; DROP ROLE IF EXISTS app_user") })
+	t.Cleanup(func() {
+		_, _ = superuserExec(ctx, "DROP ROLE IF EXISTS eph_but_not_ours; DROP ROLE IF EXISTS app_user")
+	})
 
 	sum, err := f.reaper.Run(ctx)
 	must(t, err)
