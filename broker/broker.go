@@ -18,6 +18,7 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/broker/lease"
+	"github.com/ephemera-sh/ephemera/broker/metrics"
 	"github.com/ephemera-sh/ephemera/broker/policy"
 	"github.com/ephemera-sh/ephemera/broker/reaper"
 )
@@ -41,6 +42,8 @@ type Options struct {
 	Getenv config.Getenv
 	// AWS is used for RDS IAM auth tokens. Default: loaded from the environment when needed.
 	AWS *aws.Config
+	// Metrics receives EMF metric lines. Default: written to AuditOut.
+	Metrics *metrics.Emitter
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -54,6 +57,7 @@ type Broker struct {
 	pools    map[string]*pgxpool.Pool
 	audit    *audit.Log
 	reaper   *reaper.Reaper
+	metrics  *metrics.Emitter
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -94,8 +98,13 @@ func New(ctx context.Context, opts Options) (_ *Broker, err error) {
 	for name, pool := range b.pools {
 		b.stores[name] = lease.NewStore(pool, name)
 	}
-	b.audit = audit.New(orDefault(opts.AuditOut, io.Writer(os.Stdout)), b.pools, b.log)
-	b.reaper = reaper.New(b.stores, b.audit, b.log, reaper.Config{Now: b.now})
+	out := orDefault(opts.AuditOut, io.Writer(os.Stdout))
+	b.audit = audit.New(out, b.pools, b.log)
+	b.metrics = opts.Metrics
+	if b.metrics == nil {
+		b.metrics = metrics.New(out)
+	}
+	b.reaper = reaper.New(b.stores, b.audit, b.log, reaper.Config{Now: b.now, Metrics: b.metrics})
 	b.verifier, err = attest.NewVerifier(attest.Config{
 		Audience:      cfg.Audience,
 		Region:        cfg.Region,

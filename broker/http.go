@@ -74,7 +74,11 @@ func (b *Broker) route(method string, h handlerFunc) http.HandlerFunc {
 				attrs = append(attrs, "cause", aerr.cause.Error())
 			}
 		}
-		b.log.Info("request", attrs...)
+		if aerr != nil && aerr.Status() >= 500 {
+			b.log.ErrorContext(r.Context(), "request", attrs...)
+		} else {
+			b.log.InfoContext(r.Context(), "request", attrs...)
+		}
 	}
 }
 

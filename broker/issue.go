@@ -60,6 +60,7 @@ func (b *Broker) finish(ctx context.Context, ri *reqInfo, rec audit.Record, aerr
 	}
 	rec.LatencyMS = float64(b.now().Sub(ri.start).Microseconds()) / 1000
 	_ = b.audit.Write(ctx, rec) // a failed row is logged by audit; the stdout line stands
+	b.metrics.Decision(rec.Event, rec.Decision, rec.Reason)
 }
 
 func withPrincipal(rec *audit.Record, p *attest.Principal) {
@@ -124,7 +125,9 @@ func (b *Broker) handleIssue(r *http.Request, ri *reqInfo) (status int, body any
 	if req.TTLSeconds != nil {
 		rec.TTLSeconds = *req.TTLSeconds
 	}
+	verifyStart := time.Now()
 	p, err := b.verifier.Verify(ctx, req.Identity)
+	verifyTime := time.Since(verifyStart)
 	if err != nil {
 		return 0, nil, fromVerify(err)
 	}
@@ -142,7 +145,10 @@ func (b *Broker) handleIssue(r *http.Request, ri *reqInfo) (status int, body any
 		return 0, nil, aerr
 	}
 	rec.TTLSeconds = int64(ttl / time.Second)
-	if aerr = b.decide(&rec, b.policyRequest(p, ri, policy.ActionIssue, db.Name, role.Name, ttl)); aerr != nil {
+	policyStart := time.Now()
+	aerr = b.decide(&rec, b.policyRequest(p, ri, policy.ActionIssue, db.Name, role.Name, ttl))
+	policyTime := time.Since(policyStart)
+	if aerr != nil {
 		return 0, nil, aerr
 	}
 	store := b.stores[db.Name]
@@ -174,6 +180,7 @@ func (b *Broker) handleIssue(r *http.Request, ri *reqInfo) (status int, body any
 		return 0, nil, fromStore(err)
 	}
 	rec.Username, rec.LeaseID = l.Username, l.ID
+	b.metrics.IssueLatencies(time.Since(verifyStart), verifyTime, policyTime)
 	b.reapSome(ctx, db.Name)
 	return http.StatusCreated, Credential{
 		LeaseID: l.ID, Database: db.Name, Role: role.Name, Username: l.Username, Password: password,

@@ -108,6 +108,17 @@ func (s *Store) CountLive(ctx context.Context, dbRole string, now time.Time) (in
 	return countLive(ctx, s.pool, s.database, dbRole, now)
 }
 
+// CountLiveAll counts every unrevoked, unexpired lease of the database.
+func (s *Store) CountLiveAll(ctx context.Context, now time.Time) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM ephemera.leases
+		WHERE database = $1 AND revoked_at IS NULL AND expires_at > $2`, s.database, now).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("lease: count live: %w", err)
+	}
+	return n, nil
+}
+
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }

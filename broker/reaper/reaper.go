@@ -20,6 +20,7 @@ import (
 
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
+	"github.com/ephemera-sh/ephemera/broker/metrics"
 )
 
 // Defaults of Config.
@@ -40,6 +41,8 @@ type Config struct {
 	SweepGrace time.Duration
 	// AuditRetention is how long audit rows are kept; negative keeps them forever.
 	AuditRetention time.Duration
+	// Metrics receives EMF lines (RevocationFailures, SweptRoles, LiveLeases, ReapLag). Optional.
+	Metrics *metrics.Emitter
 	// Now is the clock.
 	Now func() time.Time
 }
@@ -53,6 +56,8 @@ type Summary struct {
 	AuditPruned   int64    `json:"audit_pruned"`
 	DurationMS    float64  `json:"duration_ms"`
 	Errors        []string `json:"errors,omitempty"`
+
+	lags []time.Duration // expiry → revocation of each lease reaped
 }
 
 func (s *Summary) add(o Summary) {
@@ -62,6 +67,7 @@ func (s *Summary) add(o Summary) {
 	s.NoncesDeleted += o.NoncesDeleted
 	s.AuditPruned += o.AuditPruned
 	s.Errors = append(s.Errors, o.Errors...)
+	s.lags = append(s.lags, o.lags...)
 }
 
 // Reaper revokes what has expired. Safe for concurrent use.
@@ -139,6 +145,11 @@ func (r *Reaper) runDatabase(ctx context.Context, name string) (Summary, error) 
 		r.line(name, audit.EventSweep, "orphan", s)
 	}
 	now := r.cfg.Now()
+	live, err := store.CountLiveAll(ctx, now)
+	if err != nil {
+		return sum, err
+	}
+	r.cfg.Metrics.ReapRun(name, sum.Failed, sum.Swept, live, sum.lags)
 	if sum.NoncesDeleted, err = store.DeleteUsedNonces(ctx, now); err != nil {
 		return sum, err
 	}
@@ -172,6 +183,9 @@ func (r *Reaper) Reap(ctx context.Context, database string, limit int) (Summary,
 					"username", o.Username, "attempts", o.Attempts, "err", o.Err)
 			} else {
 				sum.Revoked++
+				if o.Lease.RevokedAt != nil {
+					sum.lags = append(sum.lags, o.Lease.RevokedAt.Sub(o.Lease.ExpiresAt))
+				}
 			}
 			r.line(database, audit.EventReap, "expired", o)
 		}

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -13,10 +12,11 @@ import (
 	"github.com/ephemera-sh/ephemera/broker"
 	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/internal/apigw"
+	"github.com/ephemera-sh/ephemera/internal/logging"
 )
 
 func main() {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	log := logging.New(os.Stderr)
 	cfg, err := config.FromEnv(os.LookupEnv)
 	if err != nil {
 		log.Error("invalid configuration", "err", err)

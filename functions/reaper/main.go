@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"os"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -17,10 +16,11 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/reaper"
+	"github.com/ephemera-sh/ephemera/internal/logging"
 )
 
 func main() {
-	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	log := logging.New(os.Stdout)
 	cfg, err := config.FromEnv(os.LookupEnv)
 	if err != nil {
 		log.Error("invalid configuration", "err", err)
@@ -38,7 +38,7 @@ func main() {
 	r := reaper.New(stores, audit.New(os.Stdout, pools, log), log, reaper.Config{})
 	lambda.Start(func(ctx context.Context, _ events.EventBridgeEvent) (reaper.Summary, error) {
 		sum, err := r.Run(ctx)
-		log.Info("reaper run", "revoked", sum.Revoked, "failed", sum.Failed, "swept", sum.Swept,
+		log.InfoContext(ctx, "reaper run", "revoked", sum.Revoked, "failed", sum.Failed, "swept", sum.Swept,
 			"nonces_deleted", sum.NoncesDeleted, "audit_pruned", sum.AuditPruned, "duration_ms", sum.DurationMS, "errors", sum.Errors)
 		// The other databases were still reaped; the error makes the
 		// invocation count as failed (Lambda's Errors metric), and the
