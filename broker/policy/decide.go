@@ -18,11 +18,12 @@ const (
 	typeDatabase     types.EntityType = "Ephemera::Database"
 	typeDatabaseRole types.EntityType = "Ephemera::DatabaseRole"
 	typeAction       types.EntityType = "Ephemera::Action"
+	typeAwsProfile   types.EntityType = "Ephemera::AwsProfile"
 )
 
 // numActions is the number of known actions; actionIndex maps them to
 // 0..numActions-1.
-const numActions = 4
+const numActions = 5
 
 // Values built once and shared by every Decide call.
 var (
@@ -31,6 +32,7 @@ var (
 		types.NewEntityUID(typeAction, types.String(ActionRenew)),
 		types.NewEntityUID(typeAction, types.String(ActionRevoke)),
 		types.NewEntityUID(typeAction, types.String(ActionAdminRevoke)),
+		types.NewEntityUID(typeAction, types.String(ActionAssume)),
 	}
 	actionEntities = func() (e [numActions]types.Entity) {
 		for i, uid := range actionUIDs {
@@ -62,6 +64,8 @@ func actionIndex(a Action) int {
 		return 2
 	case ActionAdminRevoke:
 		return 3
+	case ActionAssume:
+		return 4
 	}
 	return -1
 }
@@ -78,6 +82,11 @@ func (s *Set) Decide(req Request) Decision {
 		return requestError("unknown action " + strconv.Quote(string(req.Action)))
 	case req.Principal.ARN == "":
 		return requestError("empty principal ARN")
+	case req.Action == ActionAssume && (req.Profile == "" || req.Database != "" || req.DBRole != ""):
+		return requestError("assume needs a profile and no database")
+	case req.Action != ActionAssume && req.Profile != "":
+		return requestError("a profile applies only to assume")
+	case req.Action == ActionAssume:
 	case req.Database == "":
 		return requestError("empty database name")
 	case strings.Contains(req.Database, "/"):
@@ -95,7 +104,12 @@ func (s *Set) Decide(req Request) Decision {
 		database: types.Entity{UID: dbUID},
 	}
 	cands := candidates{b.any, nil, nil}
-	if req.DBRole == "" {
+	if req.Action == ActionAssume {
+		profileUID := types.NewEntityUID(typeAwsProfile, types.String(req.Profile))
+		ents.resource = types.Entity{UID: profileUID}
+		ents.database = types.Entity{}
+		cands[1] = b.byResource[profileUID]
+	} else if req.DBRole == "" {
 		ents.resource = ents.database
 		cands[1] = b.byResource[dbUID]
 	} else {

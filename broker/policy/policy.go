@@ -59,6 +59,9 @@ const (
 	// ActionAdminRevoke drops every temporary user of a database; its
 	// resource is the Ephemera::Database itself (Request.DBRole is "").
 	ActionAdminRevoke Action = "admin_revoke"
+	// ActionAssume asks for temporary AWS credentials of a profile; its
+	// resource is Ephemera::AwsProfile::"<Profile>" (Database and DBRole are "").
+	ActionAssume Action = "assume"
 )
 
 // Request is one authorization question: may Principal perform Action on
@@ -77,6 +80,8 @@ type Request struct {
 	// Ephemera::DatabaseRole::"<Database>/<DBRole>" whose parent is
 	// Ephemera::Database::"<Database>".
 	DBRole string
+	// Profile is the AWS profile of ActionAssume (and only of it).
+	Profile string
 	// TTLSeconds is the requested lifetime (context.ttl_seconds).
 	TTLSeconds int64
 	// Now is the request time (context.now); context.hour_utc and
