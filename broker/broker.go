@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ephemera-sh/ephemera/broker/admindb"
@@ -57,6 +58,7 @@ type Broker struct {
 	pools    map[string]*pgxpool.Pool
 	audit    *audit.Log
 	reaper   *reaper.Reaper
+	assumer  assumer
 	metrics  *metrics.Emitter
 	log      *slog.Logger
 	now      func() time.Time
@@ -118,6 +120,17 @@ func New(ctx context.Context, opts Options) (_ *Broker, err error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if len(cfg.AWSProfiles) > 0 {
+		awsCfg := opts.AWS
+		if awsCfg == nil {
+			loaded, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(cfg.Region))
+			if err != nil {
+				return nil, fmt.Errorf("broker: aws config for aws_profiles: %w", err)
+			}
+			awsCfg = &loaded
+		}
+		b.assumer = newAssumer(*awsCfg, cfg.STSEndpoint, opts.STSClient)
 	}
 	return b, nil
 }

@@ -25,6 +25,7 @@ func (b *Broker) Handler() http.Handler {
 	mux.HandleFunc("/v1/leases/{lease_id}/renew", b.route(http.MethodPost, b.handleRenew))
 	mux.HandleFunc("/v1/leases/{lease_id}/revoke", b.route(http.MethodPost, b.handleRevoke))
 	mux.HandleFunc("/v1/admin/revoke", b.route(http.MethodPost, b.handleAdminRevoke))
+	mux.HandleFunc("/v1/aws-credentials", b.route(http.MethodPost, b.handleAWSCredentials))
 	mux.HandleFunc("/v1/health", b.route(http.MethodGet, b.handleHealth))
 	mux.HandleFunc("/", b.route("", func(*http.Request, *reqInfo) (int, any, *apiError) {
 		return 0, nil, fail(CodeNotFound, "no such endpoint")

@@ -25,6 +25,7 @@ const (
 	EventReap        = "reap"
 	EventAdminRevoke = "admin_revoke"
 	EventSweep       = "sweep"
+	EventAssume      = "assume"
 )
 
 // Decisions.
@@ -52,6 +53,9 @@ type Record struct {
 	TTLSeconds   int64     `json:"ttl_seconds"`
 	Policies     []string  `json:"policies"`
 	LatencyMS    float64   `json:"latency_ms"`
+	// AWSProfile and SourceIdentity describe an AWS session (event assume).
+	AWSProfile     string `json:"aws_profile,omitempty"`
+	SourceIdentity string `json:"source_identity,omitempty"`
 }
 
 // Log writes audit records. Safe for concurrent use.
@@ -122,10 +126,10 @@ func Insert(ctx context.Context, db Execer, r Record) error {
 	}
 	_, err := db.Exec(ctx, `INSERT INTO ephemera.audit_log
 		(time, request_id, event, decision, reason, principal_arn, account, session, source_ip,
-		 database, db_role, username, lease_id, ttl_seconds, policies, latency_ms)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		 database, db_role, username, lease_id, ttl_seconds, policies, latency_ms, aws_profile, source_identity)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
 		r.Time, r.RequestID, r.Event, r.Decision, r.Reason, r.PrincipalARN, r.Account, r.Session, r.SourceIP,
-		r.Database, r.DBRole, r.Username, leaseID, r.TTLSeconds, r.Policies, r.LatencyMS)
+		r.Database, r.DBRole, r.Username, leaseID, r.TTLSeconds, r.Policies, r.LatencyMS, r.AWSProfile, r.SourceIdentity)
 	if err != nil {
 		return fmt.Errorf("audit: insert: %w", err)
 	}

@@ -17,6 +17,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,23 @@ type Config struct {
 	ReplayDatabase string
 	// Databases by name.
 	Databases map[string]*Database
+	// AWSProfiles by name (YAML aws_profiles): AWS sessions the broker can
+	// assume for workloads (POST /v1/aws-credentials).
+	AWSProfiles map[string]*AWSProfile
+}
+
+// AWSProfile is one assumable AWS role with its limits.
+type AWSProfile struct {
+	Name string
+	// RoleARN is the role the broker assumes.
+	RoleARN string
+	// SessionPolicy is an optional inline session policy (JSON): the
+	// session's permissions are the intersection with the role's.
+	SessionPolicy string
+	// DefaultTTL and MaxTTL bound the session (STS minimum is 15 minutes).
+	DefaultTTL, MaxTTL time.Duration
+	// SessionTags are passed to AssumeRole.
+	SessionTags map[string]string
 }
 
 // Database is one target PostgreSQL database.
@@ -106,9 +124,18 @@ var (
 
 // yaml shapes (strict: unknown fields are errors)
 type fileDoc struct {
-	ReplayDatabase string            `yaml:"replay_database"`
-	AllowIAMUsers  bool              `yaml:"allow_iam_users"`
-	Databases      map[string]fileDB `yaml:"databases"`
+	ReplayDatabase string             `yaml:"replay_database"`
+	AllowIAMUsers  bool               `yaml:"allow_iam_users"`
+	Databases      map[string]fileDB  `yaml:"databases"`
+	AWSProfiles    map[string]fileAWS `yaml:"aws_profiles"`
+}
+
+type fileAWS struct {
+	RoleARN       string            `yaml:"role_arn"`
+	SessionPolicy string            `yaml:"session_policy"`
+	DefaultTTL    string            `yaml:"default_ttl"`
+	MaxTTL        string            `yaml:"max_ttl"`
+	SessionTags   map[string]string `yaml:"session_tags"`
 }
 
 type fileDB struct {
@@ -230,6 +257,14 @@ func Parse(data []byte) (*Config, error) {
 			return nil, err
 		}
 		cfg.Databases[name] = db
+	}
+	cfg.AWSProfiles = map[string]*AWSProfile{}
+	for _, name := range sortedKeys(doc.AWSProfiles) {
+		p, err := parseAWSProfile(name, doc.AWSProfiles[name])
+		if err != nil {
+			return nil, err
+		}
+		cfg.AWSProfiles[name] = p
 	}
 	cfg.ReplayDatabase = doc.ReplayDatabase
 	if cfg.ReplayDatabase == "" {
@@ -414,3 +449,58 @@ func (c *Config) Database(name string) *Database { return c.Databases[name] }
 
 // DatabaseNames returns the configured database names, sorted.
 func (c *Config) DatabaseNames() []string { return sortedKeys(c.Databases) }
+
+var (
+	roleARNRE = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
+	tagKeyRE  = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,128}$`)
+	tagValRE  = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]{0,256}$`)
+)
+
+// STS limits for AssumeRole sessions.
+const (
+	minAWSSession = 15 * time.Minute
+	maxAWSSession = 12 * time.Hour
+)
+
+func parseAWSProfile(name string, f fileAWS) (*AWSProfile, error) {
+	field := "aws_profiles." + name
+	if !dbNameRE.MatchString(name) {
+		return nil, fmt.Errorf("config: aws_profiles.%q: name must match %s", name, dbNameRE)
+	}
+	p := &AWSProfile{Name: name, RoleARN: f.RoleARN, SessionPolicy: strings.TrimSpace(f.SessionPolicy), SessionTags: f.SessionTags}
+	if !roleARNRE.MatchString(p.RoleARN) {
+		return nil, fmt.Errorf("config: %s.role_arn: %q is not an IAM role ARN", field, p.RoleARN)
+	}
+	if p.SessionPolicy != "" && !json.Valid([]byte(p.SessionPolicy)) {
+		return nil, fmt.Errorf("config: %s.session_policy: not valid JSON", field)
+	}
+	parse := func(s string, def time.Duration, which string) (time.Duration, error) {
+		if s == "" {
+			return def, nil
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d < minAWSSession || d > maxAWSSession || d%time.Second != 0 {
+			return 0, fmt.Errorf("config: %s.%s: %q must be whole seconds between 15m and 12h (STS limits)", field, which, s)
+		}
+		return d, nil
+	}
+	var err error
+	if p.MaxTTL, err = parse(f.MaxTTL, time.Hour, "max_ttl"); err != nil {
+		return nil, err
+	}
+	if p.DefaultTTL, err = parse(f.DefaultTTL, minAWSSession, "default_ttl"); err != nil {
+		return nil, err
+	}
+	if p.DefaultTTL > p.MaxTTL {
+		return nil, fmt.Errorf("config: %s.default_ttl: exceeds max_ttl", field)
+	}
+	if len(p.SessionTags) > 50 {
+		return nil, fmt.Errorf("config: %s.session_tags: at most 50 tags", field)
+	}
+	for k, v := range p.SessionTags {
+		if !tagKeyRE.MatchString(k) || strings.HasPrefix(strings.ToLower(k), "aws:") || !tagValRE.MatchString(v) {
+			return nil, fmt.Errorf("config: %s.session_tags: %q is not a valid session tag", field, k)
+		}
+	}
+	return p, nil
+}
