@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/xml"
@@ -50,6 +49,7 @@ const (
 
 	msgMissingAuth    = "Request is missing Authentication Token"
 	msgInvalidToken   = "The security token included in the request is invalid."
+	msgExpiredToken   = "The security token included in the request is expired"
 	msgSignatureWrong = "The request signature we calculated does not match the signature you provided. " +
 		"Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
 )
@@ -77,6 +77,11 @@ type Identity struct {
 	// UserID is returned as GetCallerIdentityResult/UserId, e.g.
 	// AROAEXAMPLE:orders-fn.
 	UserID string
+	// Expiration is when the key stops working: a request that arrives at
+	// or after it (by the server clock, see Server.SetClock) is answered
+	// 403 ExpiredToken. The zero time means never. Keys minted by
+	// AssumeRole carry the session's expiration.
+	Expiration time.Time
 }
 
 // Mode selects how the server answers. Whatever the mode, every request is
@@ -87,7 +92,9 @@ const (
 	// ModeNormal verifies the request and answers like real STS.
 	ModeNormal Mode = iota
 	// ModeJSON answers 200 with Content-Type application/json and a JSON
-	// GetCallerIdentityResponse body, without verifying the request.
+	// GetCallerIdentityResponse body (an AssumeRoleResponse body with
+	// unregistered credentials when the body asks for AssumeRole), without
+	// verifying the request.
 	ModeJSON
 	// ModeRedirect answers 307 Temporary Redirect to http://127.0.0.1:1/.
 	ModeRedirect
@@ -97,7 +104,9 @@ const (
 	// ModeUnavailable answers 503 with a ServiceUnavailable XML error.
 	ModeUnavailable
 	// ModeDoubleResult answers 200 text/xml with two
-	// GetCallerIdentityResult elements, without verifying the request.
+	// GetCallerIdentityResult elements (two AssumeRoleResult elements with
+	// different, unregistered credentials when the body asks for
+	// AssumeRole), without verifying the request.
 	ModeDoubleResult
 )
 
@@ -151,6 +160,10 @@ func (r Request) clone() Request {
 type Server struct {
 	mu        sync.Mutex
 	ids       map[string]Identity
+	roles     map[string]roleEntry
+	sessions  []Session
+	bySession map[string]int // minted AccessKeyID -> index in sessions
+	disabled  map[string]bool
 	mode      Mode
 	now       func() time.Time
 	requests  []Request
@@ -168,6 +181,9 @@ type Server struct {
 func New(ids ...Identity) *Server {
 	s := &Server{
 		ids:       make(map[string]Identity, len(ids)),
+		roles:     make(map[string]roleEntry),
+		bySession: make(map[string]int),
+		disabled:  make(map[string]bool),
 		now:       time.Now,
 		slowDelay: defaultSlowDelay,
 	}
@@ -322,8 +338,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	requestID := newRequestID()
 	w.Header().Set("X-Amzn-Requestid", requestID)
 
+	assumeRole := isAssumeRoleBody(body)
 	switch mode {
 	case ModeJSON:
+		if assumeRole {
+			writeAssumeRoleJSON(w, fakeAssumeRoleResult(body, false), requestID)
+			return
+		}
 		writeJSON(w, s.identityForAnswer(r), requestID)
 		return
 	case ModeRedirect:
@@ -339,6 +360,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}, requestID)
 		return
 	case ModeDoubleResult:
+		if assumeRole {
+			writeXML(w, http.StatusOK, assumeRoleResponse{
+				Xmlns:    stsNamespace,
+				Results:  []assumeRoleResult{fakeAssumeRoleResult(body, false), fakeAssumeRoleResult(body, true)},
+				Metadata: responseMetadata{RequestID: requestID},
+			})
+			return
+		}
 		first := s.identityForAnswer(r)
 		second := Identity{
 			ARN:     "arn:aws:sts::999999999999:assumed-role/injected-role/injected-session",
@@ -368,12 +397,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	id, aerr := s.verify(r, body, arrival)
+	c, aerr := s.verify(r, body, arrival)
 	if aerr != nil {
 		writeError(w, aerr, requestID)
 		return
 	}
-	writeXML(w, http.StatusOK, newResult(requestID, id))
+	switch c.action {
+	case actionAssumeRole:
+		res, aerr := s.assumeRole(c, arrival)
+		if aerr != nil {
+			writeError(w, aerr, requestID)
+			return
+		}
+		writeXML(w, http.StatusOK, assumeRoleResponse{
+			Xmlns:    stsNamespace,
+			Results:  []assumeRoleResult{res},
+			Metadata: responseMetadata{RequestID: requestID},
+		})
+	default:
+		writeXML(w, http.StatusOK, newResult(requestID, c.id))
+	}
 }
 
 // identityForAnswer returns the identity whose access key the request's
@@ -419,39 +462,54 @@ func invalidClientTokenID() *apiError {
 	return sender(http.StatusForbidden, "InvalidClientTokenId", msgInvalidToken)
 }
 
+// Supported actions.
+const (
+	actionGetCallerIdentity = "GetCallerIdentity"
+	actionAssumeRole        = "AssumeRole"
+)
+
+// caller is a verified request: who signed it, for which region, and what
+// it asks for.
+type caller struct {
+	id     Identity
+	region string // of the credential scope
+	action string
+	form   url.Values
+}
+
 // verify checks r (whose body is body) at time now and returns the
-// identity that signed it. Messages never include the secret key, the
-// session token or the signature.
-func (s *Server) verify(r *http.Request, body []byte, now time.Time) (Identity, *apiError) {
+// identity that signed it with the request's parameters. Messages never
+// include the secret key, the session token or the signature.
+func (s *Server) verify(r *http.Request, body []byte, now time.Time) (caller, *apiError) {
 	// 1. POST with a form body.
 	if r.Method != http.MethodPost {
-		return Identity{}, sender(http.StatusBadRequest, "InvalidAction",
+		return caller{}, sender(http.StatusBadRequest, "InvalidAction",
 			"Only POST requests with an application/x-www-form-urlencoded body are supported.")
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/x-www-form-urlencoded" {
-			return Identity{}, sender(http.StatusBadRequest, "InvalidAction",
+			return caller{}, sender(http.StatusBadRequest, "InvalidAction",
 				"Only POST requests with an application/x-www-form-urlencoded body are supported.")
 		}
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		return Identity{}, sender(http.StatusBadRequest, "MalformedQueryString",
+		return caller{}, sender(http.StatusBadRequest, "MalformedQueryString",
 			"The request body is not a valid application/x-www-form-urlencoded form.")
 	}
 
 	// 2. Authorization header.
 	authz := r.Header.Values("Authorization")
 	if len(authz) == 0 || strings.TrimSpace(authz[0]) == "" {
-		return Identity{}, sender(http.StatusForbidden, "MissingAuthenticationToken", msgMissingAuth)
+		return caller{}, sender(http.StatusForbidden, "MissingAuthenticationToken", msgMissingAuth)
 	}
 	if len(authz) > 1 {
-		return Identity{}, incompleteSignature("Request must contain exactly one Authorization header.")
+		return caller{}, incompleteSignature("Request must contain exactly one Authorization header.")
 	}
 	a, err := parseAuthorization(authz[0])
 	if err != nil {
-		return Identity{}, incompleteSignature(err.Error())
+		return caller{}, incompleteSignature(err.Error())
 	}
 
 	// 3. Access key and session token.
@@ -459,90 +517,98 @@ func (s *Server) verify(r *http.Request, body []byte, now time.Time) (Identity, 
 	id, ok := s.ids[a.accessKeyID]
 	s.mu.Unlock()
 	if !ok {
-		return Identity{}, invalidClientTokenID()
+		return caller{}, invalidClientTokenID()
 	}
 	tokens := r.Header.Values("X-Amz-Security-Token")
 	if id.SessionToken == "" {
 		if len(tokens) > 0 {
-			return Identity{}, invalidClientTokenID()
+			return caller{}, invalidClientTokenID()
 		}
 	} else if len(tokens) != 1 || subtle.ConstantTimeCompare([]byte(tokens[0]), []byte(id.SessionToken)) != 1 {
-		return Identity{}, invalidClientTokenID()
+		return caller{}, invalidClientTokenID()
+	}
+	// The key and its token are genuine; temporary keys stop working at
+	// their expiration.
+	if !id.Expiration.IsZero() && !now.Before(id.Expiration) {
+		return caller{}, sender(http.StatusForbidden, "ExpiredToken", msgExpiredToken)
 	}
 
 	// 4. Date, credential scope and signed headers.
 	dates := r.Header.Values("X-Amz-Date")
 	if len(dates) == 0 {
-		return Identity{}, incompleteSignature("Authorization header requires existence of a 'X-Amz-Date' header.")
+		return caller{}, incompleteSignature("Authorization header requires existence of a 'X-Amz-Date' header.")
 	}
 	if len(dates) > 1 {
-		return Identity{}, incompleteSignature("Request must contain exactly one 'X-Amz-Date' header.")
+		return caller{}, incompleteSignature("Request must contain exactly one 'X-Amz-Date' header.")
 	}
 	amzTime, err := time.Parse(amzDateFormat, dates[0])
 	if err != nil || amzTime.Format(amzDateFormat) != dates[0] {
-		return Identity{}, incompleteSignature(fmt.Sprintf(
+		return caller{}, incompleteSignature(fmt.Sprintf(
 			"Date must be in ISO-8601 'basic format'. Got '%s'.", truncate(dates[0], 64)))
 	}
 	if a.date != amzTime.Format(scopeDateFormat) {
-		return Identity{}, signatureDoesNotMatch(fmt.Sprintf(
+		return caller{}, signatureDoesNotMatch(fmt.Sprintf(
 			"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '%s' != '%s', from '%s'.",
 			truncate(a.date, 64), amzTime.Format(scopeDateFormat), dates[0]))
 	}
 	if a.service != "sts" {
-		return Identity{}, signatureDoesNotMatch(fmt.Sprintf(
+		return caller{}, signatureDoesNotMatch(fmt.Sprintf(
 			"Credential should be scoped to correct service: 'sts', not '%s'.", truncate(a.service, 64)))
 	}
 	if a.terminator != "aws4_request" {
-		return Identity{}, signatureDoesNotMatch(fmt.Sprintf(
+		return caller{}, signatureDoesNotMatch(fmt.Sprintf(
 			"Credential should be scoped with a valid terminator: 'aws4_request', not '%s'.", truncate(a.terminator, 64)))
 	}
 	if !a.signs("host") {
-		return Identity{}, incompleteSignature("'Host' must be a 'SignedHeader' in the AWS Authorization.")
+		return caller{}, incompleteSignature("'Host' must be a 'SignedHeader' in the AWS Authorization.")
 	}
 	if !a.signs("x-amz-date") {
-		return Identity{}, incompleteSignature("'X-Amz-Date' must be a 'SignedHeader' in the AWS Authorization.")
+		return caller{}, incompleteSignature("'X-Amz-Date' must be a 'SignedHeader' in the AWS Authorization.")
 	}
 	if len(tokens) > 0 && !a.signs("x-amz-security-token") {
-		return Identity{}, incompleteSignature("'X-Amz-Security-Token' must be a 'SignedHeader' in the AWS Authorization.")
+		return caller{}, incompleteSignature("'X-Amz-Security-Token' must be a 'SignedHeader' in the AWS Authorization.")
 	}
 
 	// 5. Freshness.
 	now = now.UTC()
 	if earliest := now.Add(-maxSkew); amzTime.Before(earliest) {
-		return Identity{}, signatureDoesNotMatch(fmt.Sprintf(
+		return caller{}, signatureDoesNotMatch(fmt.Sprintf(
 			"Signature expired: %s is now earlier than %s (%s - 15 min.)",
 			dates[0], earliest.Format(amzDateFormat), now.Format(amzDateFormat)))
 	}
 	if latest := now.Add(maxSkew); amzTime.After(latest) {
-		return Identity{}, signatureDoesNotMatch(fmt.Sprintf(
+		return caller{}, signatureDoesNotMatch(fmt.Sprintf(
 			"Signature not yet current: %s is still later than %s (%s + 15 min.)",
 			dates[0], latest.Format(amzDateFormat), now.Format(amzDateFormat)))
 	}
 
 	// 6. Signature.
 	if !signatureMatches(r, body, a, id, amzTime) {
-		return Identity{}, signatureDoesNotMatch(msgSignatureWrong)
+		return caller{}, signatureDoesNotMatch(msgSignatureWrong)
 	}
 
 	// 7. Action and Version.
+	var action string
 	switch actions := form["Action"]; {
 	case len(actions) == 0 || actions[0] == "":
-		return Identity{}, sender(http.StatusBadRequest, "MissingAction", "Missing Action")
+		return caller{}, sender(http.StatusBadRequest, "MissingAction", "Missing Action")
 	case len(actions) > 1:
-		return Identity{}, sender(http.StatusBadRequest, "InvalidAction", "The request must contain exactly one Action.")
-	case actions[0] != "GetCallerIdentity":
-		return Identity{}, sender(http.StatusBadRequest, "InvalidAction", fmt.Sprintf(
+		return caller{}, sender(http.StatusBadRequest, "InvalidAction", "The request must contain exactly one Action.")
+	case actions[0] != actionGetCallerIdentity && actions[0] != actionAssumeRole:
+		return caller{}, sender(http.StatusBadRequest, "InvalidAction", fmt.Sprintf(
 			"Could not find operation %s for version %s", truncate(actions[0], 64), stsVersion))
+	default:
+		action = actions[0]
 	}
 	switch versions := form["Version"]; {
 	case len(versions) == 0 || versions[0] == "":
-		return Identity{}, sender(http.StatusBadRequest, "MissingParameter",
+		return caller{}, sender(http.StatusBadRequest, "MissingParameter",
 			"The request must contain the parameter Version.")
 	case len(versions) > 1 || versions[0] != stsVersion:
-		return Identity{}, sender(http.StatusBadRequest, "InvalidAction", fmt.Sprintf(
-			"Could not find operation GetCallerIdentity for version %s", truncate(versions[0], 64)))
+		return caller{}, sender(http.StatusBadRequest, "InvalidAction", fmt.Sprintf(
+			"Could not find operation %s for version %s", action, truncate(versions[0], 64)))
 	}
-	return id, nil
+	return caller{id: id, region: a.region, action: action, form: form}, nil
 }
 
 // signatureMatches re-signs the request with the aws-sdk-go-v2 SigV4 signer
@@ -826,14 +892,9 @@ func randomString(alphabet string, n int) string {
 // arn:aws:sts::<account>:assumed-role/<role>/<session> and UserID
 // "AROA<16 uppercase alphanumerics>:<session>".
 func NewIdentity(account, role, session string) Identity {
-	tok := make([]byte, 180)
-	_, _ = rand.Read(tok)
-	return Identity{
-		AccessKeyID:     "ASIA" + randomString(upperAlnum, 16),
-		SecretAccessKey: randomString(secretABC, 40),
-		SessionToken:    "IQoJb3JpZ2luX2Vj" + base64.StdEncoding.EncodeToString(tok),
-		ARN:             "arn:aws:sts::" + account + ":assumed-role/" + role + "/" + session,
-		Account:         account,
-		UserID:          "AROA" + randomString(upperAlnum, 16) + ":" + session,
-	}
+	id := newCredentials()
+	id.ARN = "arn:aws:sts::" + account + ":assumed-role/" + role + "/" + session
+	id.Account = account
+	id.UserID = "AROA" + randomString(upperAlnum, 16) + ":" + session
+	return id
 }
