@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ephemera-sh/ephemera/broker"
@@ -53,6 +54,10 @@ when { principal.account == "123456789012" };
 permit (principal == Ephemera::Workload::"arn:aws:iam::123456789012:role/incident-responder",
         action == Ephemera::Action::"admin_revoke", resource == Ephemera::Database::"orders");
 
+@id("reports-assume-read")
+permit (principal, action == Ephemera::Action::"assume", resource == Ephemera::AwsProfile::"reports-read")
+when { principal.role like "reports-*" };
+
 @id("quarantine")
 forbid (principal == Ephemera::Workload::"arn:aws:iam::123456789012:role/orders-api-compromised", action, resource);
 `
@@ -79,6 +84,13 @@ databases:
         member_of: [orders_read]
         default_ttl: 1m
         max_ttl: 2m
+aws_profiles:
+  reports-read:
+    role_arn: arn:aws:iam::123456789012:role/reports-read
+    max_ttl: 30m
+    session_tags: {team: reports}
+  billing-admin:
+    role_arn: arn:aws:iam::123456789012:role/billing-admin
 `
 
 // env is one broker under test with its STS, log buffers and HTTP server.
@@ -134,7 +146,17 @@ func startBroker(t *testing.T, o envOptions, sts *stsserver.Server, logs, audits
 	getenv := func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
 	cfg, err := config.FromEnv(getenv)
 	must(t, err)
+	// The broker's own role, trusted by the profiles' roles.
+	brokerID := stsserver.NewIdentity(account, "ephemera-broker", "broker")
+	sts.Add(brokerID)
+	for _, role := range []string{"reports-read", "billing-admin"} {
+		sts.AddRole(stsserver.Role{ARN: "arn:aws:iam::123456789012:role/" + role,
+			TrustedPrincipals: []string{"arn:aws:iam::123456789012:role/ephemera-broker"}})
+	}
+	awsCfg := aws.Config{Region: region, Credentials: credentials.NewStaticCredentialsProvider(
+		brokerID.AccessKeyID, brokerID.SecretAccessKey, brokerID.SessionToken)}
 	b, err := broker.New(context.Background(), broker.Options{
+		AWS:      &awsCfg,
 		Config:   cfg,
 		Logger:   slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		AuditOut: audits,
