@@ -1,0 +1,294 @@
+// Package localserver is the extension's local API (DESIGN §9), through which function
+// code in the same sandbox reads its credentials.
+//
+// It listens on 127.0.0.1 only and refuses any request whose Host header is not
+// 127.0.0.1:PORT or localhost:PORT (421), which defeats DNS-rebinding pages and
+// misdirected proxies. Its routes:
+//
+//	GET /v1/credentials/{name}[?refresh=true]   header X-Ephemera-Token: $AWS_SESSION_TOKEN
+//	    200 {"name","username","password","host","port","dbname","sslmode","dsn","lease_id","expires_at"}
+//	    401 unauthorized (token missing or wrong; compared in constant time)
+//	    404 not_found (no such credential)
+//	    502 broker_refused (the broker refused; the message carries its code)
+//	    503 not_ready / broker_unavailable (INIT failed or still running, broker unreachable)
+//	GET /v1/health                               {"ready": true|false}, no token, no secret
+//
+// Errors are {"error": {"code", "message"}}; every answer has Cache-Control: no-store.
+// A read during INIT waits (bounded) for the credential instead of failing. The "dsn" is
+// a libpq keyword/value string with every value quoted; nothing else prints it.
+package localserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ephemera-sh/ephemera/extension/agent"
+	"github.com/ephemera-sh/ephemera/extension/brokerclient"
+)
+
+// HeaderToken is the header that carries the caller's token.
+const HeaderToken = "X-Ephemera-Token"
+
+// Source is what the server serves; *agent.Agent implements it.
+type Source interface {
+	Get(ctx context.Context, name string, refresh bool) (agent.Credential, error)
+	Ready() bool
+}
+
+var _ Source = (*agent.Agent)(nil)
+
+// Config configures a Server. Source and Token are required.
+type Config struct {
+	// Port on 127.0.0.1 (EPHEMERA_PORT); 0 picks a free port (tests).
+	Port int
+	// Token callers must present in X-Ephemera-Token (AWS_SESSION_TOKEN).
+	Token string
+	// Source gives the credentials.
+	Source Source
+	// Logger receives one line per request (no secrets). Default: discard.
+	Logger *slog.Logger
+}
+
+// Server is the local API.
+type Server struct {
+	cfg   Config
+	token [32]byte
+	ln    net.Listener
+	srv   *http.Server
+	port  int
+}
+
+// Response is the body of a successful credential read.
+type Response struct {
+	Name      string    `json:"name"`
+	Username  string    `json:"username"`
+	Password  string    `json:"password"`
+	Host      string    `json:"host"`
+	Port      int       `json:"port"`
+	DBName    string    `json:"dbname"`
+	SSLMode   string    `json:"sslmode"`
+	DSN       string    `json:"dsn"`
+	LeaseID   string    `json:"lease_id"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Listen binds 127.0.0.1:Port and returns a server that is not serving yet; call Serve.
+func Listen(cfg Config) (*Server, error) {
+	if cfg.Source == nil {
+		return nil, errors.New("localserver: source is nil")
+	}
+	if cfg.Token == "" {
+		return nil, errors.New("localserver: token is empty")
+	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("localserver: port %d is out of range", cfg.Port)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	ln, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return nil, fmt.Errorf("localserver: %w", err)
+	}
+	s := &Server{cfg: cfg, token: sha256.Sum256([]byte(cfg.Token)), ln: ln, port: ln.Addr().(*net.TCPAddr).Port}
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Start is Listen followed by Serve in the background (a failure of Serve is logged).
+func Start(cfg Config) (*Server, error) {
+	s, err := Listen(cfg)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		if err := s.Serve(); err != nil {
+			s.cfg.Logger.Error("local server stopped", "error", err.Error())
+		}
+	}()
+	return s, nil
+}
+
+// Serve serves until Shutdown; it then returns nil.
+func (s *Server) Serve() error {
+	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("localserver: %w", err)
+	}
+	return nil
+}
+
+// Addr is the listening address, 127.0.0.1:PORT.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is http://127.0.0.1:PORT.
+func (s *Server) URL() string { return "http://" + s.Addr() }
+
+// Shutdown stops accepting requests and waits for those in progress while ctx lasts.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if err := s.srv.Shutdown(ctx); err != nil {
+		_ = s.srv.Close()
+		return fmt.Errorf("localserver: shutdown: %w", err)
+	}
+	return nil
+}
+
+// Handler is the API's handler (it checks Host against the server's port).
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/credentials/{name}", s.handleCredential)
+	mux.HandleFunc("/v1/health", s.handleHealth)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+	})
+	return s.guard(mux)
+}
+
+// guard sets common headers, refuses foreign Host headers and non-GET methods, and logs.
+func (s *Server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		rw.Header().Set("Cache-Control", "no-store")
+		rw.Header().Set("X-Content-Type-Options", "nosniff")
+		switch {
+		case !s.hostAllowed(r.Host):
+			writeError(rw, http.StatusMisdirectedRequest, "misdirected_request",
+				fmt.Sprintf("this API answers only to 127.0.0.1:%d or localhost:%d", s.port, s.port))
+		case r.Method != http.MethodGet && r.Method != http.MethodHead:
+			rw.Header().Set("Allow", "GET")
+			writeError(rw, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
+		default:
+			next.ServeHTTP(rw, r)
+		}
+		s.cfg.Logger.Info("local request", "method", r.Method, "path", r.URL.Path, "status", rw.status,
+			"latency_ms", float64(time.Since(start).Microseconds())/1000)
+	})
+}
+
+func (s *Server) hostAllowed(host string) bool {
+	h, p, err := net.SplitHostPort(host)
+	if err != nil || p != strconv.Itoa(s.port) {
+		return false
+	}
+	return h == "127.0.0.1" || strings.EqualFold(h, "localhost")
+}
+
+func (s *Server) tokenOK(r *http.Request) bool {
+	vals := r.Header.Values(HeaderToken)
+	if len(vals) != 1 || vals[0] == "" {
+		return false
+	}
+	got := sha256.Sum256([]byte(vals[0])) // equal lengths: the compare time reveals nothing
+	return subtle.ConstantTimeCompare(got[:], s.token[:]) == 1
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]bool{"ready": s.cfg.Source.Ready()})
+}
+
+func (s *Server) handleCredential(w http.ResponseWriter, r *http.Request) {
+	if !s.tokenOK(r) {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "the "+HeaderToken+" header is missing or wrong")
+		return
+	}
+	name := r.PathValue("name")
+	refresh := false
+	if v := r.URL.Query().Get("refresh"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_request", "refresh must be true or false")
+			return
+		}
+		refresh = b
+	}
+	c, err := s.cfg.Source.Get(r.Context(), name, refresh)
+	if err != nil {
+		status, code := classify(err)
+		s.cfg.Logger.Warn("credential read failed", "name", name, "status", status, "error", err.Error())
+		writeError(w, status, code, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, Response{
+		Name: c.Name, Username: c.Username, Password: c.Password, Host: c.Host, Port: c.Port,
+		DBName: c.DBName, SSLMode: c.SSLMode, DSN: DSN(c.Credential), LeaseID: c.LeaseID, ExpiresAt: c.ExpiresAt.UTC(),
+	})
+}
+
+// classify maps an agent error to an HTTP status and error code.
+func classify(err error) (int, string) {
+	switch {
+	case errors.Is(err, agent.ErrUnknown):
+		return http.StatusNotFound, "not_found"
+	case errors.Is(err, agent.ErrNotReady), errors.Is(err, agent.ErrClosed):
+		return http.StatusServiceUnavailable, "not_ready"
+	case errors.Is(err, agent.ErrUnavailable):
+		return http.StatusServiceUnavailable, "broker_unavailable"
+	case brokerclient.StatusOf(err) != 0:
+		return http.StatusBadGateway, "broker_refused"
+	}
+	return http.StatusServiceUnavailable, "broker_unavailable"
+}
+
+// DSN renders c as a libpq keyword/value connection string, every value single-quoted
+// with backslashes and quotes escaped.
+func DSN(c brokerclient.Credential) string {
+	var b strings.Builder
+	kv := func(k, v string) {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(k)
+		b.WriteString("='")
+		b.WriteString(strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v))
+		b.WriteByte('\'')
+	}
+	kv("host", c.Host)
+	kv("port", strconv.Itoa(c.Port))
+	kv("dbname", c.DBName)
+	kv("user", c.Username)
+	kv("password", c.Password)
+	if c.SSLMode != "" {
+		kv("sslmode", c.SSLMode)
+	}
+	return b.String()
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		status, data = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"encoding the answer failed"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(data, '\n'))
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	w.status = status
+	w.ResponseWriter.WriteHeader(status)
+}
