@@ -199,6 +199,7 @@ func errorResponse(name string, status int, body []byte) error {
 	return &Error{Name: name, StatusCode: status, Code: cleanMessage(e.Error.Code), Message: cleanMessage(e.Error.Message)}
 }
 
+// defaultClient is made on first use (a variable so tests can reset it).
 var defaultClient = sync.OnceValue(func() *Client { return New() })
 
 // Credentials returns the current credential of name from the extension,

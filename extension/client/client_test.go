@@ -262,12 +262,13 @@ func TestNewFromEnvironment(t *testing.T) {
 }
 
 func TestPackageCredentialsUsesEnvironment(t *testing.T) {
-	// The default client is made once; only its first use sees the
-	// environment, so this is the package's only test that uses it.
+	// The default client is made once per process; the test resets it so
+	// that it sees this test's environment.
 	f := newFakeExtension(t)
 	port := f.Listener.Addr().(interface{ AddrPort() netip.AddrPort }).AddrPort().Port()
 	t.Setenv(EnvToken, testToken)
 	t.Setenv(EnvPort, strconv.Itoa(int(port)))
+	defaultClient = sync.OnceValue(func() *Client { return New() }) // -count=N: see the environment again
 	got, err := Credentials(context.Background(), "orders")
 	if err != nil || got.Username != "eph_readonly_abc" {
 		t.Fatalf("Credentials = %v, %v", got, err)
