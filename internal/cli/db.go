@@ -1,0 +1,155 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ephemera-sh/ephemera/broker/lease"
+)
+
+// EnvDatabaseURL is the environment variable behind --url.
+const EnvDatabaseURL = "EPHEMERA_DATABASE_URL"
+
+const urlHint = "Pass --url 'postgres://ephemera_admin@HOST:5432/DBNAME?sslmode=verify-full' or set " + EnvDatabaseURL + "."
+
+// dbFlags are the flags every database command has.
+type dbFlags struct {
+	url      string
+	database string
+}
+
+func (d *dbFlags) register(fs *flag.FlagSet, databaseUsage string) {
+	fs.StringVar(&d.url, "url", "", "PostgreSQL `URL` of the broker's admin role on the target database (default $"+EnvDatabaseURL+")")
+	fs.StringVar(&d.database, "database", "", databaseUsage)
+}
+
+const databaseFilterUsage = "only the database configured as `NAME` (default: every name in ephemera.leases)"
+
+// openDB connects to the target database and checks that it holds
+// ephemera's schema. The DSN's password is remembered for redaction.
+func (c *CLI) openDB(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
+	if rawURL == "" {
+		v, _ := c.Getenv(EnvDatabaseURL)
+		rawURL = strings.TrimSpace(v)
+	}
+	if rawURL == "" {
+		return nil, usagef(urlHint, "no database: --url is empty and %s is not set", EnvDatabaseURL)
+	}
+	pc, err := pgxpool.ParseConfig(rawURL)
+	if err != nil {
+		// The parse error may quote the URL, password included: do not wrap it.
+		return nil, usagef(urlHint, "--url does not parse as a PostgreSQL URL")
+	}
+	if pw := pc.ConnConfig.Password; len(pw) >= 3 {
+		c.secrets = append(c.secrets, pw)
+	}
+	pc.ConnConfig.RuntimeParams["application_name"] = "ephemera-cli"
+	pc.ConnConfig.RuntimeParams["statement_timeout"] = "30000"
+	pc.ConnConfig.RuntimeParams["lock_timeout"] = "10000"
+	if pc.ConnConfig.ConnectTimeout == 0 {
+		pc.ConnConfig.ConnectTimeout = 10 * time.Second
+	}
+	pc.MaxConns = 4
+	where := fmt.Sprintf("%s@%s:%d/%s", pc.ConnConfig.User, pc.ConnConfig.Host, pc.ConnConfig.Port, pc.ConnConfig.Database)
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", where, err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, err // pgx names the user, database and host
+	}
+	var ok bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass('ephemera.leases') IS NOT NULL
+		AND to_regclass('ephemera.audit_log') IS NOT NULL`).Scan(&ok); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("reading %s: %w", where, err)
+	}
+	if !ok {
+		pool.Close()
+		return nil, fmt.Errorf("%s has no ephemera.leases table (or this login cannot see it): point --url at a database the broker manages, as its admin role", where)
+	}
+	return pool, nil
+}
+
+// labels returns the configured database names to work on: only is one,
+// else every name found in ephemera.leases.
+func labels(ctx context.Context, pool *pgxpool.Pool, only string) ([]string, error) {
+	if only != "" {
+		return []string{only}, nil
+	}
+	rows, err := pool.Query(ctx, "SELECT DISTINCT database FROM ephemera.leases ORDER BY 1")
+	if err != nil {
+		return nil, fmt.Errorf("listing databases: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("listing databases: %w", err)
+	}
+	return names, nil
+}
+
+// stores returns one lease store per name.
+func stores(pool *pgxpool.Pool, names []string) map[string]*lease.Store {
+	m := make(map[string]*lease.Store, len(names))
+	for _, n := range names {
+		m[n] = lease.NewStore(pool, n)
+	}
+	return m
+}
+
+// leaseRow is a lease as the historical queries read it.
+const leaseSelect = `SELECT lease_id::text, database, db_role, username, principal_arn, account, session,
+	issued_at, expires_at, max_expires_at, revoked_at, coalesce(revoke_reason, '') FROM ephemera.leases`
+
+func queryLeases(ctx context.Context, pool *pgxpool.Pool, where string, args ...any) ([]*lease.Lease, error) {
+	rows, err := pool.Query(ctx, leaseSelect+" WHERE "+where+" ORDER BY issued_at, lease_id", args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading leases: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*lease.Lease, error) {
+		var l lease.Lease
+		err := row.Scan(&l.ID, &l.Database, &l.DBRole, &l.Username, &l.PrincipalARN, &l.Account, &l.Session,
+			&l.IssuedAt, &l.ExpiresAt, &l.MaxExpiresAt, &l.RevokedAt, &l.RevokeReason)
+		l.IssuedAt, l.ExpiresAt, l.MaxExpiresAt = l.IssuedAt.UTC(), l.ExpiresAt.UTC(), l.MaxExpiresAt.UTC()
+		if l.RevokedAt != nil {
+			t := l.RevokedAt.UTC()
+			l.RevokedAt = &t
+		}
+		return &l, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading leases: %w", err)
+	}
+	return out, nil
+}
+
+var (
+	uuidRE         = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	assumedRoleRE  = regexp.MustCompile(`^arn:([a-z-]+):sts::(\d{12}):assumed-role/([^/]+)/(.+)$`)
+	canonicalARNRE = regexp.MustCompile(`^arn:([a-z-]+):iam::(\d{12}):role/(?:.*/)?([^/]+)$`)
+)
+
+// checkPrincipalARN refuses an STS assumed-role ARN: leases are held by the
+// canonical role ARN (DESIGN §3).
+func checkPrincipalARN(arn string) error {
+	if m := assumedRoleRE.FindStringSubmatch(arn); m != nil {
+		return usagef(fmt.Sprintf("Did you mean --principal arn:%s:iam::%s:role/%s?", m[1], m[2], m[3]),
+			"%q is a session ARN; leases are held by the canonical role ARN", arn)
+	}
+	if !strings.HasPrefix(arn, "arn:") {
+		return usagef("Pass the canonical role ARN, e.g. --principal arn:aws:iam::123456789012:role/orders-api.",
+			"%q is not an ARN", arn)
+	}
+	return nil
+}
+
+var errNoLease = errors.New("no such lease")
