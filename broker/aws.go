@@ -80,7 +80,7 @@ func (b *Broker) handleAWSCredentials(r *http.Request, ri *reqInfo) (status int,
 		return
 	}
 	rec.AWSProfile = req.Profile
-	p, err := b.verifier.Verify(ctx, req.Identity)
+	p, err := b.verify(ctx, req.Identity)
 	if err != nil {
 		return 0, nil, fromVerify(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/metrics"
 	"github.com/ephemera-sh/ephemera/broker/policy"
 	"github.com/ephemera-sh/ephemera/broker/reaper"
+	"github.com/ephemera-sh/ephemera/internal/trace"
 )
 
 // Version is the broker's version, reported by GET /v1/health.
@@ -115,7 +116,7 @@ func New(ctx context.Context, opts Options) (_ *Broker, err error) {
 		MaxAge:        cfg.ProofMaxAge,
 		AllowIAMUsers: cfg.AllowIAMUsers,
 		Nonces:        b.stores[cfg.ReplayDatabase],
-		HTTPClient:    opts.STSClient,
+		HTTPClient:    stsClient(opts.STSClient),
 		Now:           b.now,
 	})
 	if err != nil {
@@ -130,7 +131,7 @@ func New(ctx context.Context, opts Options) (_ *Broker, err error) {
 			}
 			awsCfg = &loaded
 		}
-		b.assumer = newAssumer(*awsCfg, cfg.STSEndpoint, opts.STSClient)
+		b.assumer = newAssumer(*awsCfg, cfg.STSEndpoint, stsClient(opts.STSClient))
 	}
 	return b, nil
 }
@@ -155,3 +156,15 @@ func (b *Broker) Reaper() *reaper.Reaper { return b.reaper }
 
 // Store returns the lease store of a configured database, or nil.
 func (b *Broker) Store(database string) *lease.Store { return b.stores[database] }
+
+// stsClient is the client for STS: the caller's, or one with the 2 s
+// timeout and no redirects; either way each call is a remote trace subsegment.
+func stsClient(c *http.Client) *http.Client {
+	if c == nil {
+		c = &http.Client{
+			Timeout:       attest.DefaultSTSTimeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	return trace.HTTPClient(c)
+}

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
 	"github.com/ephemera-sh/ephemera/broker/policy"
+	"github.com/ephemera-sh/ephemera/internal/trace"
 )
 
 type issueRequest struct {
@@ -59,7 +61,8 @@ func (b *Broker) finish(ctx context.Context, ri *reqInfo, rec audit.Record, aerr
 		}
 	}
 	rec.LatencyMS = float64(b.now().Sub(ri.start).Microseconds()) / 1000
-	_ = b.audit.Write(ctx, rec) // a failed row is logged by audit; the stdout line stands
+	actx, end := trace.Start(ctx, "audit")
+	end(b.audit.Write(actx, rec)) // a failed row is logged by audit; the stdout line stands
 	b.metrics.Decision(rec.Event, rec.Decision, rec.Reason)
 }
 
@@ -78,6 +81,27 @@ func (b *Broker) policyRequest(p *attest.Principal, ri *reqInfo, action policy.A
 		SourceIP:   ri.sourceIP,
 		Stage:      b.cfg.Stage,
 	}
+}
+
+// verify checks a proof inside a verify_identity subsegment (the STS call
+// is its remote child).
+func (b *Broker) verify(ctx context.Context, p *attest.Proof) (*attest.Principal, error) {
+	ctx, end := trace.Start(ctx, "verify_identity")
+	principal, err := b.verifier.Verify(ctx, p)
+	if err != nil {
+		end(errors.New(attest.CodeOf(err))) // the code only: messages may name caller input
+	} else {
+		end(nil)
+	}
+	return principal, err
+}
+
+// decideTraced is decide inside a policy subsegment.
+func (b *Broker) decideTraced(ctx context.Context, rec *audit.Record, req policy.Request) *apiError {
+	_, end := trace.Start(ctx, "policy")
+	aerr := b.decide(rec, req)
+	end(nil)
+	return aerr
 }
 
 // decide evaluates the policy and records the determining policies in rec.
@@ -126,7 +150,7 @@ func (b *Broker) handleIssue(r *http.Request, ri *reqInfo) (status int, body any
 		rec.TTLSeconds = *req.TTLSeconds
 	}
 	verifyStart := time.Now()
-	p, err := b.verifier.Verify(ctx, req.Identity)
+	p, err := b.verify(ctx, req.Identity)
 	verifyTime := time.Since(verifyStart)
 	if err != nil {
 		return 0, nil, fromVerify(err)
@@ -146,7 +170,7 @@ func (b *Broker) handleIssue(r *http.Request, ri *reqInfo) (status int, body any
 	}
 	rec.TTLSeconds = int64(ttl / time.Second)
 	policyStart := time.Now()
-	aerr = b.decide(&rec, b.policyRequest(p, ri, policy.ActionIssue, db.Name, role.Name, ttl))
+	aerr = b.decideTraced(ctx, &rec, b.policyRequest(p, ri, policy.ActionIssue, db.Name, role.Name, ttl))
 	policyTime := time.Since(policyStart)
 	if aerr != nil {
 		return 0, nil, aerr
@@ -170,12 +194,14 @@ func (b *Broker) handleIssue(r *http.Request, ri *reqInfo) (status int, body any
 	if err != nil {
 		return 0, nil, &apiError{Code: CodeInternal, Message: "internal error", cause: err}
 	}
-	l, err := store.Issue(ctx, lease.IssueRequest{
+	ictx, endIssue := trace.Start(ctx, "issue_role")
+	l, err := store.Issue(ictx, lease.IssueRequest{
 		DBRole: role.Name, MemberOf: role.MemberOf, Creation: role.Creation,
 		Username: username, Verifier: verifier,
 		PrincipalARN: p.RoleARN, Account: p.Account, Session: p.Session, RequestID: ri.id,
 		IssuedAt: ri.start, TTL: ttl, MaxTTL: role.MaxTTL, MaxLeases: role.MaxLeases,
 	})
+	endIssue(err)
 	if err != nil {
 		return 0, nil, fromStore(err)
 	}

@@ -58,7 +58,7 @@ func (b *Broker) leaseRequest(r *http.Request, rec *audit.Record, dst any, proof
 		return nil, nil, fail(CodeInvalidRequest, "lease_id must be a lowercase UUID")
 	}
 	rec.LeaseID = id
-	p, err := b.verifier.Verify(ctx, proof())
+	p, err := b.verify(ctx, proof())
 	if err != nil {
 		return nil, nil, fromVerify(err)
 	}
@@ -147,7 +147,7 @@ func (b *Broker) handleAdminRevoke(r *http.Request, ri *reqInfo) (status int, bo
 		return
 	}
 	rec.Database = req.Database
-	p, err := b.verifier.Verify(ctx, req.Identity)
+	p, err := b.verify(ctx, req.Identity)
 	if err != nil {
 		return 0, nil, fromVerify(err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/broker/lease"
+	"github.com/ephemera-sh/ephemera/internal/trace"
 )
 
 // Options configure OpenAll. Zero values take the documented defaults.
@@ -112,6 +113,7 @@ func Connect(ctx context.Context, db *config.Database, opts Options) (*pgxpool.P
 	pc.ConnConfig.RuntimeParams["statement_timeout"] = "15000"
 	pc.ConnConfig.RuntimeParams["lock_timeout"] = "5000"
 	pc.ConnConfig.ConnectTimeout = 5 * time.Second
+	pc.ConnConfig.Tracer = trace.PgxTracer() // statement text without values; no-op without a segment
 	pc.MaxConns = opts.MaxConns
 	if pc.MaxConns <= 0 {
 		pc.MaxConns = 8

@@ -21,6 +21,7 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/metrics"
+	"github.com/ephemera-sh/ephemera/internal/trace"
 )
 
 // Defaults of Config.
@@ -172,7 +173,10 @@ func (r *Reaper) Reap(ctx context.Context, database string, limit int) (Summary,
 	}
 	for limit > 0 {
 		n := min(limit, r.cfg.Batch)
-		outcomes, err := store.ReapExpired(ctx, r.cfg.Now(), n, "expired", r.recorder(database, audit.EventReap, "expired"))
+		bctx, end := trace.Start(ctx, "reap_batch")
+		trace.Annotate(bctx, "database", database)
+		outcomes, err := store.ReapExpired(bctx, r.cfg.Now(), n, "expired", r.recorder(database, audit.EventReap, "expired"))
+		end(err)
 		if err != nil {
 			return sum, err
 		}
