@@ -17,10 +17,14 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/reaper"
 	"github.com/ephemera-sh/ephemera/internal/logging"
+	"github.com/ephemera-sh/ephemera/internal/trace"
 )
 
 func main() {
 	log := logging.New(os.Stdout)
+	if err := trace.Configure(); err != nil { // X-Ray daemon from AWS_XRAY_DAEMON_ADDRESS; off with EPHEMERA_TRACING=off
+		log.Warn("tracing disabled", "err", err)
+	}
 	cfg, err := config.FromEnv(os.LookupEnv)
 	if err != nil {
 		log.Error("invalid configuration", "err", err)
