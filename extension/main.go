@@ -1,7 +1,10 @@
 // Command ephemera is the external Lambda extension of DESIGN §9. Installed as
 // /opt/extensions/ephemera (a layer), it registers with the Extensions API, serves
-// short-lived PostgreSQL credentials to the function on 127.0.0.1:EPHEMERA_PORT, keeps
-// them fresh, and revokes them at SHUTDOWN. extension/config documents its environment.
+// short-lived PostgreSQL credentials (EPHEMERA_CREDENTIALS) and AWS sessions
+// (EPHEMERA_AWS_PROFILES, in the AWS SDKs' container-credentials format) to the function
+// on 127.0.0.1:EPHEMERA_PORT, keeps them fresh, and revokes the database leases at
+// SHUTDOWN (STS sessions cannot be revoked; they end at their expiration).
+// extension/config documents its environment.
 //
 // This file only wires the packages together:
 //
@@ -95,7 +98,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	cache, err := agent.New(broker, cfg.Credentials, agent.Options{
 		InitTimeout: cfg.InitTimeout, Lazy: cfg.OnInitFailure == config.LazyInit,
-		RefreshMargin: cfg.RefreshMargin, Logger: log,
+		RefreshMargin: cfg.RefreshMargin, Logger: log, AWSProfiles: cfg.AWSProfiles,
 	})
 	if err != nil {
 		return initFail(errConfigInvalid, err)
@@ -104,7 +107,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return initFail(errListenFailed, err)
 	}
-	log.Info("serving", "addr", srv.Addr(), "credentials", cfg.CredentialNames(), "on_init_failure", string(cfg.OnInitFailure))
+	log.Info("serving", "addr", srv.Addr(), "credentials", cfg.CredentialNames(), "aws_profiles", cfg.AWSProfileNames(),
+		"on_init_failure", string(cfg.OnInitFailure))
 
 	if err := cache.Start(ctx); err != nil {
 		if cfg.OnInitFailure == config.FailInit {
@@ -157,7 +161,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 }
 
-// shutdown revokes every lease and stops the local server, by deadline.
+// shutdown revokes every lease (and forgets the AWS sessions, which STS cannot revoke) and
+// stops the local server, by deadline.
 func shutdown(log *slog.Logger, cache *agent.Agent, srv *localserver.Server, deadline time.Time) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()

@@ -18,11 +18,26 @@
 // credential is valid. Leases replaced by a new credential are not revoked at once (open
 // connections may still use them); [Agent.RevokeAll] revokes them with the current ones.
 //
+// # AWS sessions
+//
+// The agent also caches the AWS sessions of [Options.AWSProfiles] (EPHEMERA_AWS_PROFILES),
+// read with [Agent.GetAWS], by the same rules with three differences:
+//
+//   - the refresh margin is [config.AWSMargin]: at least 5 minutes, because the AWS SDKs
+//     treat container credentials with less than 5 minutes left as expired and would ask
+//     again for every request;
+//   - an STS session cannot be renewed: every refresh assumes the role anew, and the
+//     replaced session stays valid until its own Expiration (callers may still hold it);
+//   - an STS session cannot be revoked either (IAM can only deny every session of a role
+//     issued before a given time), so [Agent.RevokeAll] just forgets the sessions; they
+//     end at their Expiration, which is why their ttl should stay short.
+//
 // Typical use, as the extension's main wires it:
 //
 //	a, err := agent.New(brokerClient, cfg.Credentials, agent.Options{InitTimeout: cfg.InitTimeout})
 //	err = a.Start(ctx)                    // INIT: fetch all, concurrently, within InitTimeout
 //	cred, err := a.Get(ctx, "orders", false)
+//	sess, err := a.GetAWS(ctx, "reports", false) // with Options.AWSProfiles
 //	a.OnInvoke(ctx, event.Deadline)       // each INVOKE
 //	a.RevokeAll(shutdownCtx)              // SHUTDOWN
 package agent
@@ -88,8 +103,13 @@ type Options struct {
 	RetryBase, RetryMax time.Duration
 	// Clock is the wall clock expiries are compared with. Default time.Now.
 	Clock func() time.Time
-	// Logger receives refresh events, never a password. Default: discard.
+	// Logger receives refresh events, never a password, secret key or session token.
+	// Default: discard.
 	Logger *slog.Logger
+	// AWSProfiles are the AWS sessions to cache besides the database credentials
+	// (EPHEMERA_AWS_PROFILES). Their names must differ from the credentials' names, and
+	// the broker must then implement [AWSBroker].
+	AWSProfiles []config.AWSProfile
 }
 
 // Credential is a cached credential under its configured name.
@@ -105,6 +125,10 @@ type Agent struct {
 	entries map[string]*entry
 	order   []*entry
 	sf      singleflight.Group
+
+	awsBroker  AWSBroker
+	awsEntries map[string]*awsEntry
+	awsOrder   []*awsEntry
 
 	ctx    context.Context // ends at RevokeAll: background work and flights stop
 	cancel context.CancelFunc
@@ -132,13 +156,13 @@ type retiredLease struct {
 	expires time.Time
 }
 
-// New returns an agent for creds, fetching nothing yet.
+// New returns an agent for creds and opts.AWSProfiles, fetching nothing yet.
 func New(b Broker, creds []config.Credential, opts Options) (*Agent, error) {
 	if b == nil {
 		return nil, errors.New("agent: broker is nil")
 	}
-	if len(creds) == 0 {
-		return nil, errors.New("agent: no credentials configured")
+	if len(creds) == 0 && len(opts.AWSProfiles) == 0 {
+		return nil, errors.New("agent: no credentials or AWS profiles configured")
 	}
 	if opts.InitTimeout <= 0 {
 		opts.InitTimeout = config.DefaultInitTimeout
@@ -168,23 +192,33 @@ func New(b Broker, creds []config.Credential, opts Options) (*Agent, error) {
 		a.entries[c.Name] = e
 		a.order = append(a.order, e)
 	}
+	if err := a.addAWS(b, opts.AWSProfiles); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
-// Start runs the INIT fetch: it issues every credential concurrently and returns when
-// all are cached, or with the joined errors when InitTimeout or ctx ends first. In lazy
-// mode the missing ones are then retried in the background. Call it once.
+// Start runs the INIT fetch: it issues every credential and assumes every AWS session
+// concurrently and returns when all are cached, or with the joined errors when
+// InitTimeout or ctx ends first. In lazy mode the missing ones are then retried in the
+// background. Call it once.
 func (a *Agent) Start(ctx context.Context) error {
 	var err error
 	a.start.Do(func() {
 		ctx, cancel := context.WithTimeout(ctx, a.opts.InitTimeout)
 		defer cancel()
-		errs := make([]error, len(a.order))
+		errs := make([]error, len(a.order)+len(a.awsOrder))
 		var wg sync.WaitGroup
 		for i, e := range a.order {
 			wg.Go(func() {
 				defer e.markFirst()
 				_, errs[i] = a.refresh(ctx, e, false, time.Time{})
+			})
+		}
+		for i, e := range a.awsOrder {
+			wg.Go(func() {
+				defer e.markFirst()
+				_, errs[len(a.order)+i] = a.refreshAWS(ctx, e, false, time.Time{})
 			})
 		}
 		wg.Wait()
@@ -198,7 +232,8 @@ func (a *Agent) Start(ctx context.Context) error {
 
 func (e *entry) markFirst() { e.firstOnce.Do(func() { close(e.first) }) }
 
-// Ready reports whether every credential is cached and the agent is not shut down.
+// Ready reports whether every credential and AWS session is cached and the agent is not
+// shut down.
 func (a *Agent) Ready() bool {
 	if a.isClosed() {
 		return false
@@ -211,10 +246,15 @@ func (a *Agent) Ready() bool {
 			return false
 		}
 	}
+	for _, e := range a.awsOrder {
+		if !e.has() {
+			return false
+		}
+	}
 	return true
 }
 
-// Names returns the configured credential names in order.
+// Names returns the configured database credential names in order.
 func (a *Agent) Names() []string {
 	names := make([]string, len(a.order))
 	for i, e := range a.order {
@@ -234,19 +274,8 @@ func (a *Agent) Get(ctx context.Context, name string, refresh bool) (Credential,
 	if a.isClosed() {
 		return Credential{}, ErrClosed
 	}
-	select {
-	case <-e.first:
-	default:
-		t := time.NewTimer(a.opts.InitTimeout)
-		select {
-		case <-e.first:
-			t.Stop()
-		case <-t.C:
-			return Credential{}, fmt.Errorf("%w: %q: INIT is still fetching it", ErrNotReady, name)
-		case <-ctx.Done():
-			t.Stop()
-			return Credential{}, fmt.Errorf("%w: %q: %w", ErrNotReady, name, ctx.Err())
-		}
+	if err := a.waitFirst(ctx, e.first, name); err != nil {
+		return Credential{}, err
 	}
 	e.mu.Lock()
 	cur, lastErr := e.cred, e.lastErr
@@ -273,16 +302,44 @@ func (a *Agent) Get(ctx context.Context, name string, refresh bool) (Credential,
 	return Credential{Name: name, Credential: *c}, nil
 }
 
-// OnInvoke checks every credential at the start of an invocation that ends at deadline,
-// refreshing those within the margin of expiry or expiring before deadline, and kicks
-// the lazy-mode retry. It returns when all are done or ctx ends, with their errors.
+// waitFirst waits until the first fetch of name has ended, at most InitTimeout and while
+// ctx lasts.
+func (a *Agent) waitFirst(ctx context.Context, first <-chan struct{}, name string) error {
+	select {
+	case <-first:
+		return nil
+	default:
+	}
+	t := time.NewTimer(a.opts.InitTimeout)
+	defer t.Stop()
+	select {
+	case <-first:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("%w: %q: INIT is still fetching it", ErrNotReady, name)
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %q: %w", ErrNotReady, name, ctx.Err())
+	}
+}
+
+// OnInvoke checks every credential and AWS session at the start of an invocation that
+// ends at deadline, refreshing those within the margin of expiry or expiring before
+// deadline, and kicks the lazy-mode retry. It returns when all are done or ctx ends, with
+// their errors.
 func (a *Agent) OnInvoke(ctx context.Context, deadline time.Time) error {
 	if a.isClosed() {
 		return ErrClosed
 	}
 	a.kick()
-	errs := make([]error, len(a.order))
+	errs := make([]error, len(a.order)+len(a.awsOrder))
 	var wg sync.WaitGroup
+	for i, e := range a.awsOrder {
+		cur := e.current()
+		if cur == nil || !a.awsDue(e, cur, a.opts.Clock(), deadline) {
+			continue
+		}
+		wg.Go(func() { _, errs[len(a.order)+i] = a.refreshAWS(ctx, e, false, deadline) })
+	}
 	for i, e := range a.order {
 		e.mu.Lock()
 		cur := e.cred
@@ -297,8 +354,10 @@ func (a *Agent) OnInvoke(ctx context.Context, deadline time.Time) error {
 }
 
 // RevokeAll shuts the agent down: it stops background work, forgets every credential and
-// revokes every unexpired lease it obtained, concurrently, until ctx ends. Leases it
-// cannot revoke expire on their own (and the broker's reaper drops them).
+// AWS session, and revokes every unexpired lease it obtained, concurrently, until ctx
+// ends. Leases it cannot revoke expire on their own (and the broker's reaper drops them).
+// AWS sessions are only forgotten: STS cannot revoke a session, which ends at its
+// Expiration.
 func (a *Agent) RevokeAll(ctx context.Context) error {
 	a.mu.Lock()
 	a.closed = true
@@ -306,6 +365,7 @@ func (a *Agent) RevokeAll(ctx context.Context) error {
 	a.retired = nil
 	a.mu.Unlock()
 	a.cancel()
+	a.forgetAWS()
 
 	now := a.opts.Clock()
 	var ids []string
@@ -385,14 +445,27 @@ func (a *Agent) renewable(e *entry, cur *brokerclient.Credential, now, deadline 
 }
 
 // refresh renews or replaces e's credential in a flight shared with concurrent callers
-// (a forced refresh has its own flight, which always issues). The flight runs under the
-// agent's lifetime, bounded by RefreshTimeout and by the deadline of the caller that
-// started it; each caller waits while its ctx lasts.
+// (a forced refresh has its own flight, which always issues); see [doFlight].
 func (a *Agent) refresh(ctx context.Context, e *entry, force bool, deadline time.Time) (*brokerclient.Credential, error) {
 	key := e.spec.Name
 	if force {
 		key += "\x00new"
 	}
+	return doFlight(ctx, a, key, e.spec.Name, func(fctx context.Context) (*brokerclient.Credential, error) {
+		c, err := a.renewOrIssue(fctx, e, force, deadline)
+		e.mu.Lock()
+		e.lastErr = err
+		e.mu.Unlock()
+		return c, err
+	})
+}
+
+// doFlight runs fetch in the flight key, shared with concurrent callers. The flight runs
+// under the agent's lifetime, bounded by RefreshTimeout and by the deadline of the caller
+// that started it; each caller waits while its ctx lasts. Errors name the credential: a
+// retryable one (or the caller's ctx ending) wraps ErrUnavailable.
+func doFlight[T any](ctx context.Context, a *Agent, key, name string, fetch func(context.Context) (T, error)) (T, error) {
+	var zero T
 	ch := a.sf.DoChan(key, func() (any, error) {
 		if a.isClosed() {
 			return nil, ErrClosed
@@ -405,23 +478,20 @@ func (a *Agent) refresh(ctx context.Context, e *entry, force bool, deadline time
 		}
 		fctx, cancel := context.WithTimeout(a.ctx, timeout)
 		defer cancel()
-		c, err := a.renewOrIssue(fctx, e, force, deadline)
-		e.mu.Lock()
-		e.lastErr = err
-		e.mu.Unlock()
-		return c, err
+		v, err := fetch(fctx)
+		return v, err
 	})
 	select {
 	case r := <-ch:
 		if r.Err != nil {
 			if brokerclient.Retryable(r.Err) {
-				return nil, fmt.Errorf("%w: %q: %w", ErrUnavailable, e.spec.Name, r.Err)
+				return zero, fmt.Errorf("%w: %q: %w", ErrUnavailable, name, r.Err)
 			}
-			return nil, fmt.Errorf("agent: %q: %w", e.spec.Name, r.Err)
+			return zero, fmt.Errorf("agent: %q: %w", name, r.Err)
 		}
-		return r.Val.(*brokerclient.Credential), nil
+		return r.Val.(T), nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %q: %w", ErrUnavailable, e.spec.Name, ctx.Err())
+		return zero, fmt.Errorf("%w: %q: %w", ErrUnavailable, name, ctx.Err())
 	}
 }
 
@@ -518,7 +588,7 @@ func (a *Agent) kick() {
 	}
 }
 
-// retryLoop fetches missing credentials with backoff until all are cached or the agent
+// retryLoop fetches missing credentials and AWS sessions with backoff until all are cached or the agent
 // shuts down. A kick (a read, an INVOKE) retries early, but never twice within RetryBase.
 func (a *Agent) retryLoop() {
 	failures := 0
@@ -548,6 +618,14 @@ func (a *Agent) retryLoop() {
 				continue
 			}
 			if _, err := a.refresh(a.ctx, e, false, time.Time{}); err != nil {
+				missing++
+			}
+		}
+		for _, e := range a.awsOrder {
+			if e.has() {
+				continue
+			}
+			if _, err := a.refreshAWS(a.ctx, e, false, time.Time{}); err != nil {
 				missing++
 			}
 		}

@@ -1,5 +1,5 @@
 // Package client is what Lambda function code imports to use the database
-// credentials that the ephemera extension holds for it. The extension runs
+// credentials and AWS sessions that the ephemera extension holds for it. The extension runs
 // in the same sandbox, fetches short-lived PostgreSQL users from the broker,
 // renews them, and serves them on 127.0.0.1; this package reads them and
 // keeps a pgx pool working while they rotate. No secret is ever stored in
@@ -48,6 +48,31 @@
 // for every new connection rather than keeping it: the extension returns
 // the current credential, renewed or replaced as its expiry approaches.
 // Client.Refresh forces a new one.
+//
+// # Use AWS credentials
+//
+// The extension also serves the AWS sessions named in its EPHEMERA_AWS_PROFILES
+// (reports=reports-read:30m): temporary credentials of a role the broker assumes for the
+// function, instead of the function's own execution role. AWSConfig returns an aws.Config
+// that uses them:
+//
+//	cfg, err := client.AWSConfig(ctx, "reports")
+//	if err != nil { ... }
+//	s3c := s3.NewFromConfig(cfg)
+//
+// Its Credentials are aws-sdk-go-v2's own container credentials provider
+// (credentials/endpointcreds) pointed at http://127.0.0.1:PORT/v1/aws/reports, in a
+// credentials cache that asks the extension again 5 minutes before the session expires;
+// the region is AWS_REGION. The extension replaces a session before that, so the SDK always
+// gets one with time left.
+//
+// Code that cannot use this package (another language, an unmodified SDK) gets the same
+// with the SDK's container credentials provider: set
+// AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:2772/v1/aws/reports and
+// AWS_CONTAINER_AUTHORIZATION_TOKEN to the value of AWS_SESSION_TOKEN, and unset
+// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN in the process before the
+// SDK loads its configuration (the SDKs' default chains prefer those static variables,
+// which Lambda always sets).
 //
 // # Configure the client
 //

@@ -5,10 +5,16 @@
 //	EPHEMERA_BROKER_URL       required; the broker API's base URL, http or https, no query
 //	                          or fragment (a path such as an API Gateway stage is kept)
 //	EPHEMERA_AUDIENCE         required; must equal the broker's audience
-//	EPHEMERA_CREDENTIALS      required; name=database/role[:ttl],... for example
+//	EPHEMERA_CREDENTIALS      name=database/role[:ttl],... for example
 //	                          "orders=orders/readonly:15m,audit=orders/auditor". Names match
 //	                          [a-z0-9_-]+ and are unique; ttl is a Go duration of whole seconds
 //	                          (omitted: the role's default_ttl at the broker)
+//	EPHEMERA_AWS_PROFILES     name=profile[:ttl],... for example "reports=reports-read:30m":
+//	                          AWS sessions of the broker's aws_profiles, served in the AWS SDKs'
+//	                          container-credentials format. ttl is whole seconds between 15m
+//	                          and 12h (the STS limits; omitted: the profile's default_ttl).
+//	                          At least one of EPHEMERA_CREDENTIALS and EPHEMERA_AWS_PROFILES is
+//	                          required, and names are unique across both lists
 //	EPHEMERA_PORT             local API port on 127.0.0.1, default 2772
 //	EPHEMERA_INIT_TIMEOUT     bound on the INIT fetch, default 5s
 //	EPHEMERA_ON_INIT_FAILURE  "fail" (default: report /init/error) or "lazy" (serve 503, keep trying)
@@ -31,6 +37,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +48,7 @@ const (
 	EnvBrokerURL       = "EPHEMERA_BROKER_URL"
 	EnvAudience        = "EPHEMERA_AUDIENCE"
 	EnvCredentials     = "EPHEMERA_CREDENTIALS"
+	EnvAWSProfiles     = "EPHEMERA_AWS_PROFILES"
 	EnvPort            = "EPHEMERA_PORT"
 	EnvInitTimeout     = "EPHEMERA_INIT_TIMEOUT"
 	EnvOnInitFailure   = "EPHEMERA_ON_INIT_FAILURE"
@@ -60,6 +68,14 @@ const (
 	// MinMargin and MaxMargin clamp the default refresh margin (20% of a lease's TTL).
 	MinMargin = 5 * time.Second
 	MaxMargin = 5 * time.Minute
+	// MinAWSTTL and MaxAWSTTL bound an AWS session's ttl (the limits of STS AssumeRole).
+	MinAWSTTL = 15 * time.Minute
+	MaxAWSTTL = 12 * time.Hour
+	// SDKExpiryWindow is how long before Expiration the AWS SDKs treat container
+	// credentials as expired (aws-sdk-go-v2 wraps the container provider in a credentials
+	// cache with a 5-minute expiry window). The extension never serves an AWS session
+	// with less than this left, or the SDK would ask again for every request.
+	SDKExpiryWindow = 5 * time.Minute
 )
 
 // InitFailure says what the extension does when the INIT fetch fails.
@@ -82,11 +98,21 @@ type Credential struct {
 	TTL time.Duration
 }
 
+// AWSProfile is one entry of EPHEMERA_AWS_PROFILES: the local name function code asks
+// for (GET /v1/aws/{name}), and the broker's AWS profile the session is assumed for.
+type AWSProfile struct {
+	Name    string
+	Profile string
+	// TTL is the session duration asked for; 0 lets the broker use the profile's default_ttl.
+	TTL time.Duration
+}
+
 // Config is the parsed environment. Build it with [Parse] or [FromEnv].
 type Config struct {
 	BrokerURL     *url.URL
 	Audience      string
 	Credentials   []Credential
+	AWSProfiles   []AWSProfile
 	Port          int
 	InitTimeout   time.Duration
 	OnInitFailure InitFailure
@@ -142,12 +168,30 @@ func Parse(getenv func(string) string) (*Config, error) {
 	if c.Audience == "" {
 		bad(EnvAudience, "required (must equal the broker's audience)")
 	}
-	if v := get(EnvCredentials); v == "" {
-		bad(EnvCredentials, "required (name=database/role[:ttl],...)")
-	} else if creds, err := ParseCredentials(v); err != nil {
-		bad(EnvCredentials, "%v", err)
-	} else {
-		c.Credentials = creds
+	credsVal, awsVal := get(EnvCredentials), get(EnvAWSProfiles)
+	if credsVal == "" && awsVal == "" {
+		// The message does not spell out the other variable's name, so that tooling
+		// which collects the names of required variables from it is not misled.
+		bad(EnvCredentials, "required (name=database/role[:ttl],...) unless AWS profiles are configured")
+	}
+	if credsVal != "" {
+		if creds, err := ParseCredentials(credsVal); err != nil {
+			bad(EnvCredentials, "%v", err)
+		} else {
+			c.Credentials = creds
+		}
+	}
+	if awsVal != "" {
+		if profiles, err := ParseAWSProfiles(awsVal); err != nil {
+			bad(EnvAWSProfiles, "%v", err)
+		} else {
+			c.AWSProfiles = profiles
+		}
+	}
+	for _, p := range c.AWSProfiles {
+		if slices.ContainsFunc(c.Credentials, func(cr Credential) bool { return cr.Name == p.Name }) {
+			bad(EnvAWSProfiles, "name %q is also used in %s (names are unique across both lists)", p.Name, EnvCredentials)
+		}
 	}
 	if v := get(EnvPort); v != "" {
 		p, err := strconv.Atoi(v)
@@ -296,6 +340,65 @@ func parseCredential(entry string) (Credential, error) {
 	return c, nil
 }
 
+// ParseAWSProfiles parses the value of EPHEMERA_AWS_PROFILES: comma-separated
+// name=profile[:ttl] entries, blanks around entries ignored. It reports every bad entry,
+// each with its position.
+func ParseAWSProfiles(s string) ([]AWSProfile, error) {
+	var out []AWSProfile
+	var errs []error
+	seen := map[string]bool{}
+	for i, entry := range strings.Split(s, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			errs = append(errs, fmt.Errorf("entry %d is empty", i+1))
+			continue
+		}
+		p, err := parseAWSProfile(entry)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("entry %d (%q): %w", i+1, entry, err))
+			continue
+		}
+		if seen[p.Name] {
+			errs = append(errs, fmt.Errorf("entry %d: name %q is used twice", i+1, p.Name))
+			continue
+		}
+		seen[p.Name] = true
+		out = append(out, p)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+func parseAWSProfile(entry string) (AWSProfile, error) {
+	name, target, ok := strings.Cut(entry, "=")
+	if !ok {
+		return AWSProfile{}, errors.New("want name=profile[:ttl]")
+	}
+	p := AWSProfile{Name: strings.TrimSpace(name), Profile: strings.TrimSpace(target)}
+	if prof, ttl, ok := strings.Cut(p.Profile, ":"); ok {
+		p.Profile = prof
+		d, err := time.ParseDuration(ttl)
+		switch {
+		case err != nil:
+			return AWSProfile{}, fmt.Errorf("ttl %q is not a Go duration (e.g. 30m)", ttl)
+		case d < MinAWSTTL || d > MaxAWSTTL:
+			return AWSProfile{}, fmt.Errorf("ttl %q must be between 15m and 12h (the STS limits)", ttl)
+		case d%time.Second != 0:
+			return AWSProfile{}, fmt.Errorf("ttl %q must be whole seconds", ttl)
+		}
+		p.TTL = d
+	}
+	switch {
+	case !nameRE.MatchString(p.Name):
+		return AWSProfile{}, fmt.Errorf("name %q must match [a-z0-9_-]+", p.Name)
+	case !databaseRE.MatchString(p.Profile): // the broker's rule for aws_profiles names
+		return AWSProfile{}, fmt.Errorf("profile %q must match %s", p.Profile, databaseRE)
+	}
+	return p, nil
+}
+
 // Margin is the refresh margin for a lease of duration ttl: EPHEMERA_REFRESH_MARGIN
 // when set, else 20% of ttl clamped to [MinMargin, MaxMargin]. Either way it is at most
 // half of ttl (when ttl is known), so that a fresh lease is never already due for refresh.
@@ -312,6 +415,22 @@ func Margin(fixed, ttl time.Duration) time.Duration {
 		m = ttl / 2
 	}
 	return m
+}
+
+// AWSMargin is the refresh margin of an AWS session of duration ttl: the larger of
+// [SDKExpiryWindow] and [Margin](fixed, ttl). The SDKs ask again for credentials with less
+// than SDKExpiryWindow left, so a session is replaced before that.
+func AWSMargin(fixed, ttl time.Duration) time.Duration {
+	return max(SDKExpiryWindow, Margin(fixed, ttl))
+}
+
+// AWSProfileNames returns the configured AWS profile names in order.
+func (c *Config) AWSProfileNames() []string {
+	names := make([]string, len(c.AWSProfiles))
+	for i, p := range c.AWSProfiles {
+		names[i] = p.Name
+	}
+	return names
 }
 
 // CredentialNames returns the configured names in order.

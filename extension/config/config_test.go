@@ -175,3 +175,99 @@ func TestMargin(t *testing.T) {
 		t.Errorf("Config.Margin = %v", got)
 	}
 }
+
+func TestParseAWSProfiles(t *testing.T) {
+	env := baseEnv()
+	env[config.EnvAWSProfiles] = " reports=reports-read:30m , billing=billing-read "
+	c, err := parse(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []config.AWSProfile{
+		{Name: "reports", Profile: "reports-read", TTL: 30 * time.Minute},
+		{Name: "billing", Profile: "billing-read"},
+	}
+	if len(c.AWSProfiles) != len(want) {
+		t.Fatalf("AWSProfiles = %+v", c.AWSProfiles)
+	}
+	for i := range want {
+		if c.AWSProfiles[i] != want[i] {
+			t.Errorf("AWSProfiles[%d] = %+v, want %+v", i, c.AWSProfiles[i], want[i])
+		}
+	}
+	if got := strings.Join(c.AWSProfileNames(), ","); got != "reports,billing" {
+		t.Errorf("AWSProfileNames = %q", got)
+	}
+	if len(c.Credentials) != 2 {
+		t.Errorf("Credentials = %+v", c.Credentials)
+	}
+}
+
+// EPHEMERA_CREDENTIALS is optional when EPHEMERA_AWS_PROFILES is set, and the other way
+// round; one of the two is required.
+func TestParseEitherList(t *testing.T) {
+	env := baseEnv()
+	delete(env, config.EnvCredentials)
+	env[config.EnvAWSProfiles] = "reports=reports-read"
+	c, err := parse(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Credentials) != 0 || len(c.AWSProfiles) != 1 {
+		t.Fatalf("credentials %+v profiles %+v", c.Credentials, c.AWSProfiles)
+	}
+
+	delete(env, config.EnvAWSProfiles)
+	_, err = parse(env)
+	if err == nil || err.Error() != "config: EPHEMERA_CREDENTIALS: required (name=database/role[:ttl],...) unless AWS profiles are configured" {
+		t.Fatalf("neither list: %v", err)
+	}
+}
+
+func TestParseBadAWSProfiles(t *testing.T) {
+	tests := []struct{ name, value, want string }{
+		{"no equals", "reports", `entry 1 ("reports"): want name=profile[:ttl]`},
+		{"bad name", "Reports=reports-read", `name "Reports" must match [a-z0-9_-]+`},
+		{"bad profile", "r=Reports Read", `profile "Reports Read" must match`},
+		{"empty profile", "r=", `profile "" must match`},
+		{"ttl not a duration", "r=reports-read:900", `ttl "900" is not a Go duration`},
+		{"ttl below the STS minimum", "r=reports-read:14m59s", `ttl "14m59s" must be between 15m and 12h`},
+		{"ttl above the STS maximum", "r=reports-read:12h1s", `ttl "12h1s" must be between 15m and 12h`},
+		{"fractional ttl", "r=reports-read:15m0.5s", `ttl "15m0.5s" must be whole seconds`},
+		{"duplicate", "r=reports-read,r=billing-read", `entry 2: name "r" is used twice`},
+		{"empty entry", "r=reports-read,,s=x", "entry 2 is empty"},
+		{"name used by a database credential", "orders=reports-read", `name "orders" is also used in EPHEMERA_CREDENTIALS`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := baseEnv()
+			env[config.EnvAWSProfiles] = tt.value
+			c, err := parse(env)
+			if err == nil {
+				t.Fatalf("no error, config %+v", c)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q\nwant it to contain %q", err, tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), "config: EPHEMERA_AWS_PROFILES: ") {
+				t.Errorf("error %q does not start by naming EPHEMERA_AWS_PROFILES", err)
+			}
+		})
+	}
+}
+
+func TestAWSMargin(t *testing.T) {
+	tests := []struct{ fixed, ttl, want time.Duration }{
+		{0, 15 * time.Minute, 5 * time.Minute}, // 20% is 3m: the SDKs' 5m window wins
+		{0, time.Hour, 5 * time.Minute},        // 20% clamped to 5m
+		{0, 0, 5 * time.Minute},                // ttl not known yet
+		{10 * time.Minute, time.Hour, 10 * time.Minute},
+		{10 * time.Minute, 15 * time.Minute, 7*time.Minute + 30*time.Second}, // at most half the ttl
+		{time.Minute, time.Hour, 5 * time.Minute},
+	}
+	for _, tt := range tests {
+		if got := config.AWSMargin(tt.fixed, tt.ttl); got != tt.want {
+			t.Errorf("AWSMargin(%v, %v) = %v, want %v", tt.fixed, tt.ttl, got, tt.want)
+		}
+	}
+}

@@ -51,3 +51,26 @@ func ExampleParse_errors() {
 	// config: AWS_SESSION_TOKEN: required (it is also the token of the local API)
 	// config: AWS_REGION: required (SigV4 region of the broker API)
 }
+
+// AWS sessions only: EPHEMERA_CREDENTIALS may be left out when EPHEMERA_AWS_PROFILES is set.
+func ExampleParse_awsProfiles() {
+	env := map[string]string{
+		"EPHEMERA_BROKER_URL":   "https://abc123.execute-api.eu-west-1.amazonaws.com",
+		"EPHEMERA_AUDIENCE":     "prod-reports",
+		"EPHEMERA_AWS_PROFILES": "reports=reports-read:30m,archive=archive-write",
+		"AWS_ACCESS_KEY_ID":     "ASIAEXAMPLE",
+		"AWS_SECRET_ACCESS_KEY": "example-secret",
+		"AWS_SESSION_TOKEN":     "example-token",
+		"AWS_REGION":            "eu-west-1",
+	}
+	cfg, err := config.Parse(func(k string) string { return env[k] })
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, p := range cfg.AWSProfiles {
+		fmt.Printf("%s: profile %s ttl=%v margin=%v\n", p.Name, p.Profile, p.TTL, config.AWSMargin(cfg.RefreshMargin, p.TTL))
+	}
+	// Output:
+	// reports: profile reports-read ttl=30m0s margin=5m0s
+	// archive: profile archive-write ttl=0s margin=5m0s
+}

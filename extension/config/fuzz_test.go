@@ -62,3 +62,46 @@ func FuzzParseCredentials(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseAWSProfiles(f *testing.F) {
+	for _, s := range []string{
+		"reports=reports-read:30m", "a=p,b=q:12h", " a = p , b=q:900s ", "a=p,a=p", "=:", "a=p:14m", "a=p:15m0.1s",
+	} {
+		f.Add(s)
+	}
+	nameRE := regexp.MustCompile(`^[a-z0-9_-]+$`)
+	f.Fuzz(func(t *testing.T, s string) {
+		profiles, err := config.ParseAWSProfiles(s)
+		if err != nil {
+			if profiles != nil {
+				t.Fatalf("profiles %+v with error %v", profiles, err)
+			}
+			return
+		}
+		seen := map[string]bool{}
+		var parts []string
+		for _, p := range profiles {
+			if !nameRE.MatchString(p.Name) || p.Profile == "" || seen[p.Name] {
+				t.Fatalf("bad profile %+v from %q", p, s)
+			}
+			seen[p.Name] = true
+			if p.TTL != 0 && (p.TTL < config.MinAWSTTL || p.TTL > config.MaxAWSTTL || p.TTL%time.Second != 0) {
+				t.Fatalf("bad ttl %v from %q", p.TTL, s)
+			}
+			e := p.Name + "=" + p.Profile
+			if p.TTL > 0 {
+				e += ":" + p.TTL.String()
+			}
+			parts = append(parts, e)
+		}
+		again, err := config.ParseAWSProfiles(strings.Join(parts, ","))
+		if err != nil || len(again) != len(profiles) {
+			t.Fatalf("round trip of %q: %+v, %v", s, again, err)
+		}
+		for i := range profiles {
+			if again[i] != profiles[i] {
+				t.Fatalf("round trip of %q: %+v != %+v", s, again[i], profiles[i])
+			}
+		}
+	})
+}

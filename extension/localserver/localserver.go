@@ -11,9 +11,30 @@
 //	    404 not_found (no such credential)
 //	    502 broker_refused (the broker refused; the message carries its code)
 //	    503 not_ready / broker_unavailable (INIT failed or still running, broker unreachable)
+//	GET /v1/aws/{name}[?refresh=true]           header Authorization: $AWS_SESSION_TOKEN
+//	                                             (or X-Ephemera-Token: $AWS_SESSION_TOKEN)
+//	    200 {"AccessKeyId","SecretAccessKey","Token","Expiration"}, Expiration in RFC 3339
+//	    401, 404, 502, 503 as above
 //	GET /v1/health                               {"ready": true|false}, no token, no secret
 //
-// Errors are {"error": {"code", "message"}}; every answer has Cache-Control: no-store.
+// Errors are {"error": {"code", "message"}}, except under /v1/aws/, where they are
+// {"code", "message"} as the AWS SDKs expect; every answer has Cache-Control: no-store.
+//
+// # AWS credentials
+//
+// GET /v1/aws/{name} speaks the protocol of the AWS SDKs' container credentials provider,
+// so that an unmodified SDK whose environment has
+//
+//	AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:2772/v1/aws/<name>
+//	AWS_CONTAINER_AUTHORIZATION_TOKEN=<the sandbox's AWS_SESSION_TOKEN>
+//
+// (and no static AWS_ACCESS_KEY_ID, which the SDKs' default chains prefer) signs its
+// requests with the extension's AWS session. The SDK sends the token verbatim in the
+// Authorization header; the server accepts it there or in X-Ephemera-Token (every token
+// header present must carry the token). A session served normally has at least 5 minutes
+// left, as the SDKs ask again for container credentials 5 minutes before their
+// Expiration; only while the broker is unreachable is a cached session served until its
+// Expiration.
 // A read during INIT waits (bounded) for the credential instead of failing. The "dsn" is
 // a libpq keyword/value string with every value quoted; nothing else prints it.
 package localserver
@@ -39,19 +60,33 @@ import (
 // HeaderToken is the header that carries the caller's token.
 const HeaderToken = "X-Ephemera-Token"
 
+// HeaderAuthorization is the header in which the AWS SDKs' container credentials provider
+// sends AWS_CONTAINER_AUTHORIZATION_TOKEN, verbatim (no scheme).
+const HeaderAuthorization = "Authorization"
+
 // Source is what the server serves; *agent.Agent implements it.
 type Source interface {
 	Get(ctx context.Context, name string, refresh bool) (agent.Credential, error)
 	Ready() bool
 }
 
-var _ Source = (*agent.Agent)(nil)
+// AWSSource is what the server needs to serve GET /v1/aws/{name}; *agent.Agent
+// implements it. A Source that does not implement it has no AWS sessions (404).
+type AWSSource interface {
+	GetAWS(ctx context.Context, name string, refresh bool) (agent.AWSCredential, error)
+}
+
+var (
+	_ Source    = (*agent.Agent)(nil)
+	_ AWSSource = (*agent.Agent)(nil)
+)
 
 // Config configures a Server. Source and Token are required.
 type Config struct {
 	// Port on 127.0.0.1 (EPHEMERA_PORT); 0 picks a free port (tests).
 	Port int
-	// Token callers must present in X-Ephemera-Token (AWS_SESSION_TOKEN).
+	// Token callers must present in X-Ephemera-Token (AWS_SESSION_TOKEN); under /v1/aws/
+	// also in Authorization.
 	Token string
 	// Source gives the credentials.
 	Source Source
@@ -80,6 +115,15 @@ type Response struct {
 	DSN       string    `json:"dsn"`
 	LeaseID   string    `json:"lease_id"`
 	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// AWSResponse is the body of a successful AWS session read: the document of the AWS SDKs'
+// container credentials provider. Expiration is RFC 3339 in UTC, whole seconds.
+type AWSResponse struct {
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	Token           string `json:"Token"`
+	Expiration      string `json:"Expiration"`
 }
 
 // Listen binds 127.0.0.1:Port and returns a server that is not serving yet; call Serve.
@@ -152,6 +196,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/credentials/{name}", s.handleCredential)
+	mux.HandleFunc("/v1/aws/{name}", s.handleAWS)
 	mux.HandleFunc("/v1/health", s.handleHealth)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
@@ -166,6 +211,10 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		rw.Header().Set("Cache-Control", "no-store")
 		rw.Header().Set("X-Content-Type-Options", "nosniff")
+		writeError := writeError
+		if strings.HasPrefix(r.URL.Path, "/v1/aws/") {
+			writeError = writeAWSError
+		}
 		switch {
 		case !s.hostAllowed(r.Host):
 			writeError(rw, http.StatusMisdirectedRequest, "misdirected_request",
@@ -190,16 +239,44 @@ func (s *Server) hostAllowed(host string) bool {
 }
 
 func (s *Server) tokenOK(r *http.Request) bool {
-	vals := r.Header.Values(HeaderToken)
-	if len(vals) != 1 || vals[0] == "" {
-		return false
+	return s.tokenIn(r.Header, HeaderToken) == 1
+}
+
+// awsTokenOK accepts the token in Authorization (as the AWS SDKs send it) or in
+// X-Ephemera-Token: at least one of them present, and every one present right.
+func (s *Server) awsTokenOK(r *http.Request) bool {
+	auth, tok := s.tokenIn(r.Header, HeaderAuthorization), s.tokenIn(r.Header, HeaderToken)
+	return auth >= 0 && tok >= 0 && (auth == 1 || tok == 1)
+}
+
+// tokenIn checks the header name of h: 0 when absent, 1 when it holds exactly the token,
+// -1 otherwise (empty, repeated or wrong).
+func (s *Server) tokenIn(h http.Header, name string) int {
+	vals := h.Values(name)
+	switch {
+	case len(vals) == 0:
+		return 0
+	case len(vals) != 1 || vals[0] == "":
+		return -1
 	}
 	got := sha256.Sum256([]byte(vals[0])) // equal lengths: the compare time reveals nothing
-	return subtle.ConstantTimeCompare(got[:], s.token[:]) == 1
+	if subtle.ConstantTimeCompare(got[:], s.token[:]) == 1 {
+		return 1
+	}
+	return -1
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]bool{"ready": s.cfg.Source.Ready()})
+}
+
+// refreshParam parses ?refresh=.
+func refreshParam(r *http.Request) (bool, error) {
+	v := r.URL.Query().Get("refresh")
+	if v == "" {
+		return false, nil
+	}
+	return strconv.ParseBool(v)
 }
 
 func (s *Server) handleCredential(w http.ResponseWriter, r *http.Request) {
@@ -208,14 +285,10 @@ func (s *Server) handleCredential(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	refresh := false
-	if v := r.URL.Query().Get("refresh"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_request", "refresh must be true or false")
-			return
-		}
-		refresh = b
+	refresh, err := refreshParam(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", "refresh must be true or false")
+		return
 	}
 	c, err := s.cfg.Source.Get(r.Context(), name, refresh)
 	if err != nil {
@@ -227,6 +300,36 @@ func (s *Server) handleCredential(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, Response{
 		Name: c.Name, Username: c.Username, Password: c.Password, Host: c.Host, Port: c.Port,
 		DBName: c.DBName, SSLMode: c.SSLMode, DSN: DSN(c.Credential), LeaseID: c.LeaseID, ExpiresAt: c.ExpiresAt.UTC(),
+	})
+}
+
+func (s *Server) handleAWS(w http.ResponseWriter, r *http.Request) {
+	if !s.awsTokenOK(r) {
+		writeAWSError(w, http.StatusUnauthorized, "unauthorized",
+			"the "+HeaderAuthorization+" (or "+HeaderToken+") header is missing or wrong")
+		return
+	}
+	name := r.PathValue("name")
+	refresh, err := refreshParam(r)
+	if err != nil {
+		writeAWSError(w, http.StatusBadRequest, "invalid_request", "refresh must be true or false")
+		return
+	}
+	src, ok := s.cfg.Source.(AWSSource)
+	if !ok {
+		writeAWSError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no AWS profile %q", name))
+		return
+	}
+	c, err := src.GetAWS(r.Context(), name, refresh)
+	if err != nil {
+		status, code := classify(err)
+		s.cfg.Logger.Warn("AWS session read failed", "name", name, "status", status, "error", err.Error())
+		writeAWSError(w, status, code, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, AWSResponse{
+		AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, Token: c.SessionToken,
+		Expiration: c.Expiration.UTC().Format(time.RFC3339),
 	})
 }
 
@@ -281,6 +384,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+// writeAWSError writes an error in the shape the AWS SDKs' container credentials provider
+// decodes: {"code", "message"}.
+func writeAWSError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]string{"code": code, "message": msg})
 }
 
 type statusWriter struct {

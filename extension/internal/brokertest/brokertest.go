@@ -5,7 +5,8 @@
 // every identity proof with the real [attest.Verifier] against a small built-in STS that
 // checks the proof's SigV4 signature — so a stale, replayed, unsigned or missing proof is
 // refused exactly as the broker refuses it — and verifies the SigV4 "execute-api"
-// signature of every HTTP request as API Gateway's AWS_IAM authorization would. Leases live in memory on an injectable
+// signature of every HTTP request as API Gateway's AWS_IAM authorization would. It also
+// hands out AWS sessions (POST /v1/aws-credentials) with random keys. Leases live in memory on an injectable
 // clock. Switches make it fail, hang, drop connections or hold answers, and every
 // request is recorded.
 package brokertest
@@ -48,10 +49,11 @@ const (
 
 // Call is one request the double received.
 type Call struct {
-	Op         string // issue, renew, revoke, or the path for anything else
+	Op         string // issue, renew, revoke, assume, or the path for anything else
 	LeaseID    string
 	Database   string
 	Role       string
+	Profile    string // the AWS profile of an assume
 	TTLSeconds int64
 	Status     int    // the status answered
 	Code       string // the error code answered, if any
@@ -71,6 +73,21 @@ type Lease struct {
 	Revoked                                bool
 }
 
+// AWSSession is the double's record of an AWS session it handed out (POST
+// /v1/aws-credentials). Its keys are random: nothing verifies them.
+type AWSSession struct {
+	LeaseID, Profile                           string
+	AccessKeyID, SecretAccessKey, SessionToken string
+	IssuedAt, Expiration                       time.Time
+}
+
+// AWS profile limits of the double, as the broker's defaults (and STS's minimum).
+const (
+	AWSDefaultTTL = 15 * time.Minute
+	AWSMaxTTL     = time.Hour
+	awsMinTTL     = 15 * time.Minute
+)
+
 // Broker is the double. Configure it before or while it serves; all methods are safe
 // for concurrent use.
 type Broker struct {
@@ -85,6 +102,8 @@ type Broker struct {
 	maxTTL     time.Duration
 	calls      []Call
 	leases     map[string]*Lease
+	sessions   []AWSSession
+	profiles   map[string]bool
 	nonces     map[string]bool
 	seq        int
 	failures   []failure
@@ -114,6 +133,7 @@ func Start(tb testing.TB) *Broker {
 		defaultTTL: 15 * time.Minute,
 		maxTTL:     time.Hour,
 		leases:     map[string]*Lease{},
+		profiles:   map[string]bool{"reports-read": true, "billing-read": true},
 		nonces:     map[string]bool{},
 		done:       make(chan struct{}),
 	}
@@ -232,6 +252,24 @@ func (b *Broker) Count(op string) int {
 
 // Reset forgets recorded requests.
 func (b *Broker) Reset() { b.mu.Lock(); b.calls = nil; b.mu.Unlock() }
+
+// AWSSessions returns the AWS sessions handed out, in order.
+func (b *Broker) AWSSessions() []AWSSession {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]AWSSession(nil), b.sessions...)
+}
+
+// SetAWSProfiles replaces the AWS profiles the double knows (default reports-read and
+// billing-read); assuming another one is 404 not_found.
+func (b *Broker) SetAWSProfiles(names ...string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.profiles = map[string]bool{}
+	for _, n := range names {
+		b.profiles[n] = true
+	}
+}
 
 // Lease returns a copy of the lease with id, if any.
 func (b *Broker) Lease(id string) (Lease, bool) {
@@ -364,13 +402,14 @@ type request struct {
 	Identity   *attest.Proof `json:"identity"`
 	Database   string        `json:"database"`
 	Role       string        `json:"role"`
+	Profile    string        `json:"profile"`
 	TTLSeconds *int64        `json:"ttl_seconds"`
 }
 
 func parseCall(c *Call, path string, body []byte) {
 	var req request
 	_ = json.Unmarshal(body, &req)
-	c.Database, c.Role = req.Database, req.Role
+	c.Database, c.Role, c.Profile = req.Database, req.Role, req.Profile
 	if req.TTLSeconds != nil {
 		c.TTLSeconds = *req.TTLSeconds
 	}
@@ -387,6 +426,8 @@ func parseCall(c *Call, path string, body []byte) {
 	switch {
 	case path == "/v1/credentials":
 		c.Op = "issue"
+	case path == "/v1/aws-credentials":
+		c.Op = "assume"
 	case strings.HasPrefix(path, "/v1/leases/"):
 		rest := strings.TrimPrefix(path, "/v1/leases/")
 		if id, op, ok := strings.Cut(rest, "/"); ok {
@@ -416,6 +457,9 @@ func (b *Broker) handle(r *http.Request, c *Call, body []byte) (int, any, *apiEr
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
+	if c.Op == "assume" {
+		return b.assume(now, c, req)
+	}
 	ttl := b.defaultTTL
 	if req.TTLSeconds != nil {
 		ttl = time.Duration(*req.TTLSeconds) * time.Second
@@ -463,6 +507,34 @@ func (b *Broker) handle(r *http.Request, c *Call, body []byte) (int, any, *apiEr
 		return http.StatusOK, map[string]any{"lease_id": l.ID, "expires_at": l.ExpiresAt, "max_expires_at": l.MaxExpiresAt}, nil
 	}
 	return 0, nil, &apiErr{404, "not_found", "no such endpoint"}
+}
+
+// assume hands out an AWS session like the broker's POST /v1/aws-credentials. b.mu is held.
+func (b *Broker) assume(now time.Time, c *Call, req request) (int, any, *apiErr) {
+	if !b.profiles[req.Profile] {
+		return 0, nil, &apiErr{404, "not_found", "AWS profile is not configured"}
+	}
+	ttl := AWSDefaultTTL
+	if req.TTLSeconds != nil {
+		ttl = time.Duration(*req.TTLSeconds) * time.Second
+		switch {
+		case ttl > AWSMaxTTL:
+			return 0, nil, &apiErr{400, "ttl_exceeds_max", "ttl_seconds exceeds the profile's max_ttl"}
+		case ttl < awsMinTTL:
+			return 0, nil, &apiErr{400, "invalid_request", "ttl_seconds must be at least 900 (the STS minimum)"}
+		}
+	}
+	s := AWSSession{
+		LeaseID: newUUID(), Profile: req.Profile, AccessKeyID: "ASIA" + strings.ToUpper(randomHex(8)),
+		SecretAccessKey: randomHex(20), SessionToken: "FwoGZXIvYXdzE" + randomHex(48),
+		IssuedAt: now, Expiration: now.Add(ttl).UTC().Truncate(time.Second),
+	}
+	b.sessions = append(b.sessions, s)
+	c.LeaseID = s.LeaseID
+	return http.StatusCreated, map[string]any{
+		"lease_id": s.LeaseID, "access_key_id": s.AccessKeyID, "secret_access_key": s.SecretAccessKey,
+		"session_token": s.SessionToken, "expiration": s.Expiration,
+	}, nil
 }
 
 // serveSTS answers the verifier's forwarded proofs like STS: GetCallerIdentity for a

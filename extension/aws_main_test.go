@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
+)
+
+// readAWS reads /v1/aws/name as the AWS SDKs do: the token in Authorization.
+func (h *harness) readAWS(t *testing.T, name, query string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(h.port)+"/v1/aws/"+name+query, nil)
+	req.Header.Set("Authorization", h.env["AWS_SESSION_TOKEN"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body
+}
+
+// An extension with AWS profiles only (no EPHEMERA_CREDENTIALS): sessions assumed at INIT,
+// served in the SDKs' container-credentials format, nothing revoked at SHUTDOWN.
+func TestLifecycleAWSOnly(t *testing.T) {
+	h := newHarness(t)
+	delete(h.env, "EPHEMERA_CREDENTIALS")
+	h.env["EPHEMERA_AWS_PROFILES"] = "reports=reports-read:30m"
+	h.start(context.Background())
+	if !h.api.WaitNext(10 * time.Second) {
+		t.Fatalf("no /event/next; logs:\n%s", h.logs)
+	}
+	if n := h.broker.Count("assume"); n != 1 {
+		t.Fatalf("%d assumes at INIT", n)
+	}
+	s := h.broker.AWSSessions()[0]
+	status, body := h.readAWS(t, "reports", "")
+	if status != 200 || body["AccessKeyId"] != s.AccessKeyID || body["SecretAccessKey"] != s.SecretAccessKey ||
+		body["Token"] != s.SessionToken || body["Expiration"] != s.Expiration.UTC().Format(time.RFC3339) || len(body) != 4 {
+		t.Fatalf("read: %d %v", status, body)
+	}
+	// An unmodified SDK provider reads the same session.
+	p := endpointcreds.New("http://127.0.0.1:"+strconv.Itoa(h.port)+"/v1/aws/reports",
+		func(o *endpointcreds.Options) { o.AuthorizationToken = h.env["AWS_SESSION_TOKEN"] })
+	c, err := p.Retrieve(context.Background())
+	if err != nil || c.AccessKeyID != s.AccessKeyID || !c.Expires.Equal(s.Expiration) {
+		t.Fatalf("SDK: %+v %v", c, err)
+	}
+	// A forced refresh assumes a new session.
+	if status, body := h.readAWS(t, "reports", "?refresh=true"); status != 200 || body["AccessKeyId"] == s.AccessKeyID {
+		t.Fatalf("refresh: %d %v", status, body)
+	}
+	if status, _ := h.read(t, "orders"); status != 404 {
+		t.Fatalf("database credential read: %d", status)
+	}
+	h.api.Invoke("req-1", time.Now().Add(3*time.Second))
+	if !h.api.WaitNext(10 * time.Second) {
+		t.Fatal("no /event/next after INVOKE")
+	}
+	h.api.Shutdown("spindown", time.Now().Add(2*time.Second))
+	if code := h.wait(t); code != 0 {
+		t.Fatalf("exit %d; logs:\n%s", code, h.logs)
+	}
+	if n, r := h.broker.Count("assume"), h.broker.Count("revoke"); n != 2 || r != 0 {
+		t.Fatalf("%d assumes, %d revocations", n, r)
+	}
+	if reps := h.api.Reports(); len(reps) != 0 {
+		t.Errorf("error reports %+v", reps)
+	}
+	h.checkLogs(t)
+	logs := h.logs.String()
+	for _, s := range h.broker.AWSSessions() {
+		if strings.Contains(logs, s.SecretAccessKey) || strings.Contains(logs, s.SessionToken) {
+			t.Fatal("an AWS session's secret key or token was logged")
+		}
+	}
+	if !strings.Contains(logs, `"aws_profiles":["reports"]`) {
+		t.Errorf("the start line does not list the AWS profiles:\n%s", logs)
+	}
+}
+
+// Both kinds together; a refused AWS profile fails INIT like a refused credential.
+func TestAWSRefusedFailsInit(t *testing.T) {
+	h := newHarness(t)
+	h.env["EPHEMERA_AWS_PROFILES"] = "admin=billing-admin"
+	h.start(context.Background())
+	if code := h.wait(t); code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	reps := h.api.Reports()
+	if len(reps) != 1 || reps[0].ErrorType != "Extension.CredentialRefused" || !strings.Contains(reps[0].Message, `"admin"`) {
+		t.Fatalf("reports %+v", reps)
+	}
+	if n := h.broker.Count("revoke"); n != 1 {
+		t.Fatalf("the database lease issued at INIT was not given back: %d revocations", n)
+	}
+	h.checkLogs(t)
+}
+
+func TestConfigNeitherList(t *testing.T) {
+	h := newHarness(t)
+	delete(h.env, "EPHEMERA_CREDENTIALS")
+	h.start(context.Background())
+	if code := h.wait(t); code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	reps := h.api.Reports()
+	if len(reps) != 1 || reps[0].ErrorType != "Extension.ConfigInvalid" || !strings.Contains(reps[0].Message, "EPHEMERA_CREDENTIALS") {
+		t.Fatalf("reports %+v", reps)
+	}
+}
