@@ -111,6 +111,7 @@ const (
 	DefaultMaxTTL       = time.Hour
 	DefaultMaxLeases    = 100
 	DefaultProofAge     = 5 * time.Minute
+	minAllowedTTL       = 5 * time.Second // short TTLs are how rotation and reaping are tested
 	maxAllowedTTL       = 7 * 24 * time.Hour
 	maxTemplatesOfAKind = 16
 )
@@ -402,8 +403,8 @@ func parseTTL(s string, def time.Duration) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%q is not a duration (e.g. 15m)", s)
 	}
-	if d < 30*time.Second || d > maxAllowedTTL || d%time.Second != 0 {
-		return 0, fmt.Errorf("%s must be whole seconds between 30s and %s", d, maxAllowedTTL)
+	if d < minAllowedTTL || d > maxAllowedTTL || d%time.Second != 0 {
+		return 0, fmt.Errorf("%s must be whole seconds between %s and %s", d, minAllowedTTL, maxAllowedTTL)
 	}
 	return d, nil
 }

@@ -137,7 +137,7 @@ func checkInvariants(t testing.TB, cfg *config.Config) {
 			if r.DefaultTTL > r.MaxTTL {
 				t.Fatalf("role %s: default_ttl %s > max_ttl %s", where, r.DefaultTTL, r.MaxTTL)
 			}
-			if r.DefaultTTL < 30*time.Second || r.MaxTTL > 7*24*time.Hour {
+			if r.DefaultTTL < 5*time.Second || r.MaxTTL > 7*24*time.Hour {
 				t.Fatalf("role %s: TTLs %s/%s out of range", where, r.DefaultTTL, r.MaxTTL)
 			}
 			if r.MaxLeases < 1 {
@@ -385,8 +385,8 @@ func TestParseValidEdges(t *testing.T) {
 				t.Errorf("TTLs %s/%s", r.DefaultTTL, r.MaxTTL)
 			}
 		}},
-		{"ttl minimum 30s", roleDoc("default_ttl: 30s", "max_ttl: 30s"), func(t *testing.T, _ *config.Database, r *config.Role) {
-			if r.DefaultTTL != 30*time.Second || r.MaxTTL != 30*time.Second {
+		{"ttl minimum 5s", roleDoc("default_ttl: 5s", "max_ttl: 5s"), func(t *testing.T, _ *config.Database, r *config.Role) {
+			if r.DefaultTTL != 5*time.Second || r.MaxTTL != 5*time.Second {
 				t.Errorf("TTLs %s/%s", r.DefaultTTL, r.MaxTTL)
 			}
 		}},
@@ -580,13 +580,13 @@ func TestParseInvalid(t *testing.T) {
 		{"default_ttl no unit", roleDoc("default_ttl: 15"), []string{R + ".default_ttl"}},
 		{"default_ttl garbage", roleDoc("default_ttl: soon"), []string{R + ".default_ttl", `"soon"`}},
 		{"default_ttl days unit", roleDoc("default_ttl: 1d"), []string{R + ".default_ttl"}},
-		{"default_ttl below 30s", roleDoc("default_ttl: 29s"), []string{R + ".default_ttl"}},
+		{"default_ttl below 5s", roleDoc("default_ttl: 4s"), []string{R + ".default_ttl"}},
 		{"default_ttl negative", roleDoc("default_ttl: -15m"), []string{R + ".default_ttl"}},
 		{"default_ttl zero", roleDoc("default_ttl: 0s"), []string{R + ".default_ttl"}},
 		{"default_ttl not whole seconds", roleDoc("default_ttl: 90500ms"), []string{R + ".default_ttl"}},
 		{"max_ttl garbage", roleDoc("max_ttl: 1 hour"), []string{R + ".max_ttl"}},
 		{"max_ttl above 7 days", roleDoc("max_ttl: 169h"), []string{R + ".max_ttl"}},
-		{"max_ttl below 30s", roleDoc("default_ttl: 30s", "max_ttl: 10s"), []string{R + ".max_ttl"}},
+		{"max_ttl below 5s", roleDoc("default_ttl: 5s", "max_ttl: 4s"), []string{R + ".max_ttl"}},
 		{"max_ttl not whole seconds", roleDoc("max_ttl: 1h0.5s"), []string{R + ".max_ttl"}},
 		{"default_ttl > max_ttl", roleDoc("default_ttl: 2h", "max_ttl: 1h"), []string{R + ".default_ttl", "max_ttl"}},
 		{"default_ttl > default max_ttl", roleDoc("default_ttl: 61m"), []string{R + ".default_ttl", "max_ttl"}},
