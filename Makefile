@@ -42,8 +42,9 @@ lint:
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags lambda.norpc ./...
 
+## demo: the whole system on this machine, narrated (no Docker, no AWS)
 demo:
-	@echo "make demo: not yet (issue 5: layer, SAM application and the local demo)"
+	$(GO) run ./cmd/ephemera local
 
 layer:
 	@echo "make layer: not yet (issue 5)"

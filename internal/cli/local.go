@@ -3,25 +3,29 @@ package cli
 import (
 	"context"
 	"flag"
-	"fmt"
+	"time"
+
+	"github.com/ephemera-sh/ephemera/sam/local/demo"
 )
 
 func localCommand() *command {
 	return &command{
 		name:     "local",
-		summary:  "run the whole system on this machine (not yet)",
-		synopsis: "",
-		help: `Will start a throwaway PostgreSQL, the STS emulator, the broker, the reaper
-and the demo function under the Lambda emulator, without Docker or AWS.
-Not implemented yet: see issue 5 (make demo).`,
+		summary:  "run the whole system on this machine and narrate it (make demo)",
+		synopsis: "[--ttl 10s]",
+		help: `Starts a throwaway PostgreSQL, the STS emulator and the broker, builds the
+extension and the demo function (needs the Go toolchain and this source tree),
+runs them under the Lambda emulator, and walks through issue, use, renew,
+rotate, deny, revoke and reap, then prints the audit trail. No Docker, no AWS
+account. Everything it starts is stopped and deleted at the end.`,
 		example: "ephemera local",
 		setup: func(c *CLI, fs *flag.FlagSet) func(context.Context, []string) error {
+			ttl := fs.Duration("ttl", 10*time.Second, "lifetime of the function's credential (the role's max TTL is twice it)")
 			return func(ctx context.Context, args []string) error {
 				if err := noArgs(args); err != nil {
 					return err
 				}
-				_, err := fmt.Fprintln(c.Stdout, "not yet: see issue 5 (make demo)")
-				return err
+				return demo.Run(ctx, c.Stdout, demo.Options{TTL: *ttl})
 			}
 		},
 	}
