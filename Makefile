@@ -5,7 +5,8 @@ BIN          := bin
 LAMBDA_FLAGS := -tags lambda.norpc -trimpath -ldflags='-s -w'
 # Fuzz targets run briefly by `make test` (package:target).
 FUZZ_TARGETS := ./broker:FuzzDecodeRequest ./broker/attest:FuzzProofJSON ./broker/attest:FuzzAuthorization \
-                ./broker/pgrole:FuzzParseTemplate ./broker/config:FuzzParse ./internal/apigw:FuzzRequest
+                ./broker/pgrole:FuzzParseTemplate ./broker/config:FuzzParse ./internal/apigw:FuzzRequest \
+                ./extension/config:FuzzParseCredentials
 # Count-based budgets: a duration races Go 1.26's fuzz coordinator (golang/go#75804).
 FUZZTIME     ?= 20000x
 
@@ -18,7 +19,7 @@ build: lambdas
 	$(GO) build ./...
 
 lambdas:
-	@set -e; for fn in broker reaper; do \
+	@set -e; for fn in broker reaper demo; do \
 		mkdir -p $(BIN)/$$fn; \
 		CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build $(LAMBDA_FLAGS) -o $(BIN)/$$fn/bootstrap ./functions/$$fn; \
 	done
@@ -46,8 +47,9 @@ lint:
 demo:
 	$(GO) run ./cmd/ephemera local
 
+## layer: layer/dist/ephemera-x86_64.zip and ephemera-arm64.zip (reproducible)
 layer:
-	@echo "make layer: not yet (issue 5)"
+	$(GO) run ./layer/cmd/mklayer -out layer/dist
 
 bench:
 	@echo "make bench: not yet (issue 7)"
