@@ -40,6 +40,7 @@ var brokerRoutes = []string{
 	"POST /v1/leases/{lease_id}/revoke",
 	"POST /v1/admin/revoke",
 	"GET /v1/health",
+	"POST /v1/aws-credentials", // issue 8: AWS sessions
 }
 
 // ------------------------------------------------------------ the template
@@ -542,8 +543,9 @@ var samples = map[string]string{
 	"AWS::AccountId": "123456789012", "AWS::Region": "eu-west-1", "AWS::Partition": "aws",
 	"AWS::StackName": "ephemera", "AWS::URLSuffix": "amazonaws.com",
 	"BrokerApi": "abc123defg", "DemoApi": "hij456klmn", "DemoRole": "ephemera-DemoRole-EXAMPLE12345",
-	"DbEndpoint":   "orders.cluster-abc.eu-west-1.rds.amazonaws.com",
-	"DbResourceId": "cluster-ABCDEFGHIJKLMNOPQRSTUVWXY1",
+	"DbEndpoint":          "orders.cluster-abc.eu-west-1.rds.amazonaws.com",
+	"DbResourceId":        "cluster-ABCDEFGHIJKLMNOPQRSTUVWXY1",
+	"ReportsReadRole.Arn": "arn:aws:iam::123456789012:role/ephemera-profiles/ephemera-ReportsReadRole-EXAMPLE",
 }
 
 // resolve evaluates a literal, !Ref or !Sub as CloudFormation would, with
@@ -578,6 +580,9 @@ func resolve(t *testing.T, tpl obj, v any) string {
 	case obj:
 		if r, ok := x["Ref"].(string); ok {
 			return lookup(r)
+		}
+		if ga, ok := x["Fn::GetAtt"].([]any); ok && len(ga) == 2 {
+			return lookup(fmt.Sprint(ga[0]) + "." + fmt.Sprint(ga[1]))
 		}
 		if s, ok := x["Fn::Sub"].(string); ok {
 			return regexp.MustCompile(`\$\{([^}]+)\}`).ReplaceAllStringFunc(s, func(m string) string { return lookup(m[2 : len(m)-1]) })

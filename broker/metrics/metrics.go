@@ -8,10 +8,10 @@
 //	IssueLatency        Milliseconds  whole issue request, allowed ones
 //	VerifyLatency       Microseconds  proof verification (includes the STS call)
 //	PolicyLatency       Microseconds  Cedar decision
-//	LiveLeases          Count         per database, after each reaper run
-//	ReapLag             Seconds       expiry → revocation, per reaped lease
-//	RevocationFailures  Count         per reaper run (alarm on > 0)
-//	SweptRoles          Count         per reaper run
+//	LiveLeases          Count         after each reaper run    } dimensions [Database]
+//	ReapLag             Seconds       expiry → revocation       } and none (the alarms
+//	RevocationFailures  Count         per reaper run (alarm > 0) } watch the latter)
+//	SweptRoles          Count         per reaper run            }
 package metrics
 
 import (
@@ -106,8 +106,10 @@ func (e *Emitter) ReapRun(database string, failures, swept, live int, lags []tim
 	if live >= 0 {
 		ms = append(ms, Metric{"LiveLeases", Count, float64(live)})
 	}
-	e.Emit([][]string{{"Database"}}, map[string]string{"Database": database}, ms...)
+	// Per database, and without dimensions (what the alarms watch).
+	dims := [][]string{{"Database"}, {}}
+	e.Emit(dims, map[string]string{"Database": database}, ms...)
 	for _, lag := range lags {
-		e.Emit([][]string{{"Database"}}, map[string]string{"Database": database}, Metric{"ReapLag", Seconds, lag.Seconds()})
+		e.Emit(dims, map[string]string{"Database": database}, Metric{"ReapLag", Seconds, lag.Seconds()})
 	}
 }
