@@ -116,10 +116,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			if errors.Is(err, agent.ErrUnavailable) {
 				errType = errBrokerUnavailable
 			}
-			shutdown(log, cache, srv, time.Now().Add(fallbackBudget)) // give back what was issued
-			return initFail(errType, err)
+			// The agent now holds the function's reads (no 503 that would make the
+			// function exit and fail INIT with Runtime.ExitError first): give back what
+			// was issued, report, and only then stop the local server. Lambda may kill
+			// the sandbox as soon as the report is in.
+			rctx, cancel := context.WithTimeout(context.Background(), fallbackBudget)
+			if rerr := cache.RevokeAll(rctx); rerr != nil {
+				log.Warn("some leases were not revoked; they expire on their own", "error", rerr.Error())
+			}
+			cancel()
+			code := initFail(errType, err)
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownMargin)
+			if serr := srv.Shutdown(sctx); serr != nil {
+				log.Info("local server closed with reads held", "error", serr.Error())
+			}
+			cancel()
+			return code
 		}
-		log.Warn("INIT fetch failed; answering 503 and retrying in the background", "error", err.Error())
+		log.Warn("INIT fetch failed; retrying in the background, on every INVOKE and on reads (503 meanwhile)", "error", err.Error())
 	} else {
 		log.Info("credentials ready")
 	}

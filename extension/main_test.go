@@ -187,6 +187,59 @@ func TestBrokerUnavailableFailsInit(t *testing.T) {
 	h.checkLogs(t)
 }
 
+// In fail mode a read that waits for INIT is not answered when INIT fails: the extension
+// reports init/error first, so that the function cannot exit on a 503 and fail INIT with
+// Runtime.ExitError before the extension's report is in.
+func TestFailModeReportsBeforeAnsweringReads(t *testing.T) {
+	h := newHarness(t)
+	h.env["EPHEMERA_INIT_TIMEOUT"] = "1s"
+	h.broker.SetDown(true)
+	release := h.broker.Hold()
+	h.start(context.Background())
+	for end := time.Now().Add(10 * time.Second); h.broker.InFlight() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("INIT never called the broker; logs:\n%s", h.logs)
+		}
+	}
+
+	type outcome struct {
+		status  int
+		err     error
+		reports int // error reports received when the read ended
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		hc := &http.Client{Timeout: 15 * time.Second}
+		req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(h.port)+"/v1/credentials/orders", nil)
+		req.Header.Set(localserver.HeaderToken, h.env["AWS_SESSION_TOKEN"])
+		resp, err := hc.Do(req)
+		o := outcome{err: err, reports: len(h.api.Reports())}
+		if err == nil {
+			o.status = resp.StatusCode
+			resp.Body.Close()
+		}
+		done <- o
+	}()
+	time.Sleep(50 * time.Millisecond) // the read waits for INIT
+	release()                         // the broker answers 503: INIT fails
+
+	if code := h.wait(t); code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	reps := h.api.Reports()
+	if len(reps) != 1 || reps[0].Path != "/init/error" || reps[0].ErrorType != "Extension.BrokerUnavailable" {
+		t.Fatalf("reports %+v", reps)
+	}
+	o := <-done
+	if o.reports == 0 {
+		t.Fatalf("the read ended (status %d, %v) before init/error was reported", o.status, o.err)
+	}
+	if o.status != 0 {
+		t.Errorf("the read waiting for INIT was answered %d; it must stay held until the extension exits", o.status)
+	}
+	h.checkLogs(t)
+}
+
 func TestLazyInitServes503ThenRecovers(t *testing.T) {
 	h := newHarness(t)
 	h.env["EPHEMERA_INIT_TIMEOUT"] = "1s"

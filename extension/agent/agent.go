@@ -18,6 +18,20 @@
 // credential is valid. Leases replaced by a new credential are not revoked at once (open
 // connections may still use them); [Agent.RevokeAll] revokes them with the current ones.
 //
+// # A failed INIT
+//
+// In lazy mode (Options.Lazy) the agent keeps fetching what INIT could not get, in the
+// background and, so that the function recovers as soon as the broker does, also in the
+// foreground: an INVOKE fetches a missing credential before it returns (within the
+// invocation's deadline, at most InitTimeout), and a read of a missing credential starts
+// (or joins) a fetch and waits for it, at most Options.FetchWait, before it answers
+// [ErrNotReady].
+//
+// In fail mode (the default) a failed INIT is final: the extension reports it and the
+// sandbox is torn down. Reads are then held — they wait until their own context ends
+// rather than answer at once — so that the function cannot fail INIT first with an error
+// of its own and hide the extension's report.
+//
 // # AWS sessions
 //
 // The agent also caches the AWS sessions of [Options.AWSProfiles] (EPHEMERA_AWS_PROFILES),
@@ -49,6 +63,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -84,6 +99,10 @@ const (
 	DefaultRefreshTimeout = 10 * time.Second
 	DefaultRetryBase      = time.Second
 	DefaultRetryMax       = 30 * time.Second
+	DefaultFetchWait      = 2 * time.Second
+	// invokeSlack is kept free before an invocation's deadline by the fetch of a missing
+	// credential on INVOKE.
+	invokeSlack = 100 * time.Millisecond
 )
 
 // Options configure an Agent. The zero value is usable.
@@ -101,6 +120,10 @@ type Options struct {
 	// RetryBase and RetryMax shape the lazy-mode backoff. Defaults DefaultRetryBase and
 	// DefaultRetryMax.
 	RetryBase, RetryMax time.Duration
+	// FetchWait bounds how long a read of a credential that is missing after a failed
+	// INIT (lazy mode) waits for the fetch it starts or joins. Default DefaultFetchWait,
+	// at most InitTimeout.
+	FetchWait time.Duration
 	// Clock is the wall clock expiries are compared with. Default time.Now.
 	Clock func() time.Time
 	// Logger receives refresh events, never a password, secret key or session token.
@@ -134,6 +157,9 @@ type Agent struct {
 	cancel context.CancelFunc
 	wake   chan struct{}
 	start  sync.Once
+	// started is set when Start begins; failed when a fetch of INIT failed in fail mode
+	// (reads are then held, see Get).
+	started, failed atomic.Bool
 
 	mu      sync.Mutex
 	closed  bool
@@ -176,6 +202,10 @@ func New(b Broker, creds []config.Credential, opts Options) (*Agent, error) {
 	if opts.RetryMax <= 0 {
 		opts.RetryMax = DefaultRetryMax
 	}
+	if opts.FetchWait <= 0 {
+		opts.FetchWait = DefaultFetchWait
+	}
+	opts.FetchWait = min(opts.FetchWait, opts.InitTimeout)
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
@@ -201,24 +231,34 @@ func New(b Broker, creds []config.Credential, opts Options) (*Agent, error) {
 // Start runs the INIT fetch: it issues every credential and assumes every AWS session
 // concurrently and returns when all are cached, or with the joined errors when
 // InitTimeout or ctx ends first. In lazy mode the missing ones are then retried in the
-// background. Call it once.
+// background. In fail mode a failure holds every read from then on (see Get). Call it
+// once.
 func (a *Agent) Start(ctx context.Context) error {
 	var err error
 	a.start.Do(func() {
+		a.started.Store(true)
 		ctx, cancel := context.WithTimeout(ctx, a.opts.InitTimeout)
 		defer cancel()
 		errs := make([]error, len(a.order)+len(a.awsOrder))
+		// A failure is recorded before the waiting reads are let go (markFirst).
+		failed := func(err error) {
+			if err != nil && !a.opts.Lazy {
+				a.failed.Store(true)
+			}
+		}
 		var wg sync.WaitGroup
 		for i, e := range a.order {
 			wg.Go(func() {
 				defer e.markFirst()
 				_, errs[i] = a.refresh(ctx, e, false, time.Time{})
+				failed(errs[i])
 			})
 		}
 		for i, e := range a.awsOrder {
 			wg.Go(func() {
 				defer e.markFirst()
 				_, errs[len(a.order)+i] = a.refreshAWS(ctx, e, false, time.Time{})
+				failed(errs[len(a.order)+i])
 			})
 		}
 		wg.Wait()
@@ -265,11 +305,17 @@ func (a *Agent) Names() []string {
 
 // Get returns the credential called name, refreshed first if less than the margin is
 // left or if refresh is true (then always a new credential). While INIT is running it
-// waits for it, at most InitTimeout and while ctx lasts.
+// waits for it, at most InitTimeout (longer only while INIT is still fetching) and while
+// ctx lasts. A credential still missing after INIT (lazy mode) is fetched, at most
+// FetchWait. After a failed INIT in fail mode it returns only when ctx ends, with
+// [ErrNotReady].
 func (a *Agent) Get(ctx context.Context, name string, refresh bool) (Credential, error) {
 	e := a.entries[name]
 	if e == nil {
 		return Credential{}, fmt.Errorf("%w: %q", ErrUnknown, name)
+	}
+	if a.failed.Load() {
+		return Credential{}, a.hold(ctx, name, e.err())
 	}
 	if a.isClosed() {
 		return Credential{}, ErrClosed
@@ -277,15 +323,21 @@ func (a *Agent) Get(ctx context.Context, name string, refresh bool) (Credential,
 	if err := a.waitFirst(ctx, e.first, name); err != nil {
 		return Credential{}, err
 	}
+	if a.failed.Load() {
+		return Credential{}, a.hold(ctx, name, e.err())
+	}
 	e.mu.Lock()
-	cur, lastErr := e.cred, e.lastErr
+	cur := e.cred
 	e.mu.Unlock()
 	if cur == nil {
 		a.kick()
-		if lastErr != nil {
-			return Credential{}, fmt.Errorf("%w: %q: %w", ErrNotReady, name, lastErr)
+		c, err := fetchMissing(ctx, a.opts.FetchWait, func(ctx context.Context) (*brokerclient.Credential, error) {
+			return a.refresh(ctx, e, false, time.Time{})
+		})
+		if err != nil {
+			return Credential{}, fmt.Errorf("%w: %w", ErrNotReady, err)
 		}
-		return Credential{}, fmt.Errorf("%w: %q", ErrNotReady, name)
+		return Credential{Name: name, Credential: *c}, nil
 	}
 	if !refresh && !a.due(e, cur, a.opts.Clock(), time.Time{}) {
 		return Credential{Name: name, Credential: *cur}, nil
@@ -302,8 +354,15 @@ func (a *Agent) Get(ctx context.Context, name string, refresh bool) (Credential,
 	return Credential{Name: name, Credential: *c}, nil
 }
 
-// waitFirst waits until the first fetch of name has ended, at most InitTimeout and while
-// ctx lasts.
+func (e *entry) err() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lastErr
+}
+
+// waitFirst waits until the first fetch of name has ended, while ctx lasts and at most
+// InitTimeout — unless INIT has started meanwhile: its fetch is bounded by InitTimeout
+// itself, and a read that gave up before it ends would answer for it.
 func (a *Agent) waitFirst(ctx context.Context, first <-chan struct{}, name string) error {
 	select {
 	case <-first:
@@ -316,38 +375,92 @@ func (a *Agent) waitFirst(ctx context.Context, first <-chan struct{}, name strin
 	case <-first:
 		return nil
 	case <-t.C:
-		return fmt.Errorf("%w: %q: INIT is still fetching it", ErrNotReady, name)
+		if !a.started.Load() {
+			return fmt.Errorf("%w: %q: INIT has not fetched it", ErrNotReady, name)
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %q: %w", ErrNotReady, name, ctx.Err())
+	}
+	select {
+	case <-first:
+		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %q: %w", ErrNotReady, name, ctx.Err())
 	}
 }
 
+// hold answers a read after a failed INIT in fail mode: it returns ErrNotReady only when
+// ctx ends. The extension reports the failure and the sandbox goes away; an earlier
+// answer would let the function fail INIT first, with an error of its own.
+func (a *Agent) hold(ctx context.Context, name string, initErr error) error {
+	<-ctx.Done()
+	if initErr != nil {
+		return fmt.Errorf("%w: %q: INIT failed: %w (%w)", ErrNotReady, name, initErr, ctx.Err())
+	}
+	return fmt.Errorf("%w: %q: INIT failed (%w)", ErrNotReady, name, ctx.Err())
+}
+
+// fetchMissing runs fetch (a flight shared with the background retry and other callers)
+// for a caller that found no credential, bounded by wait and ctx. A flight that failed
+// for a retryable reason while time is left — it may have been started before a freeze,
+// or by a caller with a shorter deadline — is tried once more.
+func fetchMissing[T any](ctx context.Context, wait time.Duration, fetch func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	v, err := fetch(ctx)
+	if err != nil && ctx.Err() == nil && errors.Is(err, ErrUnavailable) {
+		v, err = fetch(ctx)
+	}
+	return v, err
+}
+
 // OnInvoke checks every credential and AWS session at the start of an invocation that
 // ends at deadline, refreshing those within the margin of expiry or expiring before
-// deadline, and kicks the lazy-mode retry. It returns when all are done or ctx ends, with
-// their errors.
+// deadline. Those still missing after a failed INIT (lazy mode) it fetches, within the
+// invocation (until 100 ms before deadline, by the agent's clock, and at most
+// InitTimeout), and it kicks the background retry. It returns when all are done or ctx
+// ends, with their errors.
 func (a *Agent) OnInvoke(ctx context.Context, deadline time.Time) error {
 	if a.isClosed() {
 		return ErrClosed
 	}
 	a.kick()
+	now := a.opts.Clock()
+	// The bound on fetching what is missing.
+	wait := a.opts.InitTimeout
+	if !deadline.IsZero() {
+		wait = min(wait, deadline.Sub(now)-invokeSlack)
+	}
+	fetch := a.started.Load() && !a.failed.Load() && wait > 0
 	errs := make([]error, len(a.order)+len(a.awsOrder))
 	var wg sync.WaitGroup
 	for i, e := range a.awsOrder {
 		cur := e.current()
-		if cur == nil || !a.awsDue(e, cur, a.opts.Clock(), deadline) {
-			continue
+		switch {
+		case cur == nil && fetch:
+			wg.Go(func() {
+				_, errs[len(a.order)+i] = fetchMissing(ctx, wait, func(ctx context.Context) (*brokerclient.AWSCredential, error) {
+					return a.refreshAWS(ctx, e, false, deadline)
+				})
+			})
+		case cur != nil && a.awsDue(e, cur, now, deadline):
+			wg.Go(func() { _, errs[len(a.order)+i] = a.refreshAWS(ctx, e, false, deadline) })
 		}
-		wg.Go(func() { _, errs[len(a.order)+i] = a.refreshAWS(ctx, e, false, deadline) })
 	}
 	for i, e := range a.order {
 		e.mu.Lock()
 		cur := e.cred
 		e.mu.Unlock()
-		if cur == nil || !a.due(e, cur, a.opts.Clock(), deadline) {
-			continue
+		switch {
+		case cur == nil && fetch:
+			wg.Go(func() {
+				_, errs[i] = fetchMissing(ctx, wait, func(ctx context.Context) (*brokerclient.Credential, error) {
+					return a.refresh(ctx, e, false, deadline)
+				})
+			})
+		case cur != nil && a.due(e, cur, now, deadline):
+			wg.Go(func() { _, errs[i] = a.refresh(ctx, e, false, deadline) })
 		}
-		wg.Go(func() { _, errs[i] = a.refresh(ctx, e, false, deadline) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -351,8 +352,11 @@ func TestBrokerRefusalIsNotUnavailable(t *testing.T) {
 	if errors.Is(err, agent.ErrUnavailable) || brokerclient.CodeOf(err) != "access_denied" {
 		t.Fatalf("Start: %v", err)
 	}
-	_, err = a.Get(context.Background(), "orders", false)
-	if !errors.Is(err, agent.ErrNotReady) || brokerclient.CodeOf(err) != "access_denied" {
+	// Fail mode: the read is held until its context ends, then names the refusal.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = a.Get(ctx, "orders", false)
+	if !errors.Is(err, agent.ErrNotReady) || brokerclient.CodeOf(err) != "access_denied" || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Get: %v", err)
 	}
 }
@@ -511,11 +515,227 @@ func TestFailModeDoesNotRetry(t *testing.T) {
 	n := f.b.Count("issue")
 	f.b.SetDown(false)
 	time.Sleep(100 * time.Millisecond)
-	if _, err := a.Get(context.Background(), "orders", false); !errors.Is(err, agent.ErrNotReady) {
+	// Neither a read (held until its context ends) nor an INVOKE fetches anything.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := a.Get(ctx, "orders", false); !errors.Is(err, agent.ErrNotReady) {
 		t.Fatalf("Get: %v", err)
 	}
+	_ = a.OnInvoke(context.Background(), f.clock.Now().Add(time.Minute))
 	if m := f.b.Count("issue"); m != n {
 		t.Fatalf("fail mode retried: %d -> %d", n, m)
+	}
+}
+
+// In fail mode a failed INIT holds the reads waiting for it, and later ones, until their
+// own context ends: an answer would let the function exit (Runtime.ExitError) before the
+// extension has reported init/error.
+func TestFailModeHoldsReads(t *testing.T) {
+	f := newFixture(t)
+	f.b.SetDown(true)
+	a := f.agent(t, agent.Options{InitTimeout: 5 * time.Second})
+	release := f.b.Hold()
+	started := make(chan error, 1)
+	go func() { started <- a.Start(context.Background()) }()
+	eventually(t, "INIT in flight", func() bool { return f.b.InFlight() == 1 })
+
+	type result struct {
+		err error
+		at  time.Time
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	waiting := make(chan result, 1)
+	go func() {
+		_, err := a.Get(ctx, "orders", false)
+		waiting <- result{err, time.Now()}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	release() // the broker answers 503: INIT fails
+	if err := <-started; !errors.Is(err, agent.ErrUnavailable) {
+		t.Fatalf("Start: %v", err)
+	}
+	failedAt := time.Now()
+	select {
+	case r := <-waiting:
+		t.Fatalf("a read waiting for INIT was answered when INIT failed: %v", r.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	// A read arriving now is held as well, also after RevokeAll (main gives back what
+	// was issued before it reports).
+	if err := a.RevokeAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	if _, err := a.Get(short, "orders", false); !errors.Is(err, agent.ErrNotReady) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a read after the failed INIT: %v, want ErrNotReady when its context ends", err)
+	}
+	cancel()
+	r := <-waiting
+	if !errors.Is(r.err, agent.ErrNotReady) || !errors.Is(r.err, context.Canceled) || brokerclient.CodeOf(r.err) != "database_unavailable" {
+		t.Fatalf("the held read: %v", r.err)
+	}
+	if r.at.Before(failedAt) {
+		t.Fatal("the held read returned before its context ended")
+	}
+}
+
+// A read that began before INIT started is not answered when its InitTimeout wait ends
+// while INIT is still fetching: INIT's own bound decides.
+func TestGetWaitsForInitThatStartedLate(t *testing.T) {
+	f := newFixture(t)
+	f.b.Hang()
+	a := f.agent(t, agent.Options{InitTimeout: 300 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	got := make(chan error, 1)
+	go func() {
+		_, err := a.Get(ctx, "orders", false)
+		got <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the read waits, INIT has not begun
+	if err := a.Start(context.Background()); !errors.Is(err, agent.ErrUnavailable) {
+		t.Fatalf("Start: %v", err)
+	}
+	// The read outlived its own InitTimeout wait (INIT was fetching), saw INIT fail, and
+	// is held (fail mode) until its context ends.
+	if err := <-got; !errors.Is(err, agent.ErrNotReady) || !errors.Is(err, context.DeadlineExceeded) ||
+		!strings.Contains(err.Error(), "INIT failed") {
+		t.Fatalf("Get: %v", err)
+	}
+}
+
+// lazyDown returns a lazy-mode agent whose INIT failed because the broker was down, and
+// whose background retry never runs on its own.
+func (f *fixture) lazyDown(t *testing.T, opts agent.Options) *agent.Agent {
+	t.Helper()
+	f.b.SetDown(true)
+	opts.Lazy, opts.RetryBase, opts.RetryMax = true, time.Hour, time.Hour
+	if opts.InitTimeout == 0 {
+		opts.InitTimeout = time.Second
+	}
+	a := f.agent(t, opts)
+	if err := a.Start(context.Background()); !errors.Is(err, agent.ErrUnavailable) {
+		t.Fatalf("Start: %v", err)
+	}
+	return a
+}
+
+// In lazy mode a read of a missing credential fetches it (one flight for concurrent
+// reads) instead of answering 503 at once and waiting for the background retry.
+func TestLazyReadFetchesMissingCredential(t *testing.T) {
+	f := newFixture(t)
+	a := f.lazyDown(t, agent.Options{})
+	before := f.b.Count("issue")
+	// Still down: a bounded attempt, then ErrNotReady naming the broker's error.
+	_, err := a.Get(context.Background(), "orders", false)
+	if !errors.Is(err, agent.ErrNotReady) || brokerclient.CodeOf(err) != "database_unavailable" {
+		t.Fatalf("Get while down: %v", err)
+	}
+	if f.b.Count("issue") == before {
+		t.Fatal("the read did not try the broker")
+	}
+
+	f.b.SetDown(false)
+	n := f.b.Count("issue")
+	release := f.b.Hold()
+	const readers = 20
+	var wg sync.WaitGroup
+	results := make([]agent.Credential, readers)
+	errs := make([]error, readers)
+	for i := range readers {
+		wg.Go(func() { results[i], errs[i] = a.Get(context.Background(), "orders", false) })
+	}
+	eventually(t, "the issue in flight", func() bool { return f.b.InFlight() == 1 })
+	time.Sleep(30 * time.Millisecond)
+	release()
+	wg.Wait()
+	for i := range readers {
+		if errs[i] != nil || results[i].Username == "" || results[i].LeaseID != results[0].LeaseID {
+			t.Fatalf("reader %d: %v %v", i, results[i], errs[i])
+		}
+	}
+	if m := f.b.Count("issue"); m != n+1 {
+		t.Fatalf("%d issues for %d concurrent reads, want 1", m-n, readers)
+	}
+	if !a.Ready() {
+		t.Fatal("not ready after the read fetched the credential")
+	}
+}
+
+// The read's wait for a missing credential is bounded by FetchWait.
+func TestLazyReadWaitIsBounded(t *testing.T) {
+	f := newFixture(t)
+	a := f.lazyDown(t, agent.Options{FetchWait: 100 * time.Millisecond})
+	f.b.SetDown(false)
+	f.b.Hang()
+	defer f.b.Unhang()
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Get(context.Background(), "orders", false)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, agent.ErrNotReady) || !errors.Is(err, agent.ErrUnavailable) {
+			t.Fatalf("Get against a hanging broker: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the read of a missing credential did not give up")
+	}
+}
+
+// In lazy mode an INVOKE fetches a missing credential before it returns, within the
+// invocation's deadline (by the agent's clock), less 100 ms.
+func TestLazyInvokeFetchesMissingCredential(t *testing.T) {
+	f := newFixture(t)
+	a := f.lazyDown(t, agent.Options{})
+	f.b.SetDown(false)
+	n := f.b.Count("issue")
+
+	// Less than 100 ms left on the agent's clock: no time to fetch.
+	if err := a.OnInvoke(context.Background(), f.clock.Now().Add(50*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if m := f.b.Count("issue"); m != n || a.Ready() {
+		t.Fatalf("%d issues with 50 ms left; ready %v", m-n, a.Ready())
+	}
+
+	if err := a.OnInvoke(context.Background(), f.clock.Now().Add(3*time.Second)); err != nil {
+		t.Fatalf("OnInvoke: %v", err)
+	}
+	if !a.Ready() {
+		t.Fatal("INVOKE returned without the missing credential")
+	}
+	if m := f.b.Count("issue"); m != n+1 {
+		t.Fatalf("%d issues, want 1", m-n)
+	}
+	// The function's read right after gets it from memory.
+	if c := mustGet(t, a, "orders", false); c.Username == "" {
+		t.Fatal("empty credential")
+	}
+	if m := f.b.Count("issue"); m != n+1 {
+		t.Fatalf("the read issued again: %d issues", m-n)
+	}
+}
+
+// The fetch on INVOKE gives up in time against a broker that hangs, and reports it.
+func TestLazyInvokeFetchIsBounded(t *testing.T) {
+	f := newFixture(t)
+	a := f.lazyDown(t, agent.Options{InitTimeout: 200 * time.Millisecond})
+	f.b.SetDown(false)
+	f.b.Hang()
+	defer f.b.Unhang()
+	done := make(chan error, 1)
+	go func() { done <- a.OnInvoke(context.Background(), f.clock.Now().Add(time.Hour)) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, agent.ErrUnavailable) {
+			t.Fatalf("OnInvoke against a hanging broker: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnInvoke did not give up within InitTimeout")
 	}
 }
 

@@ -47,6 +47,12 @@ func (e *awsEntry) current() *brokerclient.AWSCredential {
 
 func (e *awsEntry) has() bool { return e.current() != nil }
 
+func (e *awsEntry) err() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lastErr
+}
+
 // addAWS sets up the AWS entries of New.
 func (a *Agent) addAWS(b Broker, profiles []config.AWSProfile) error {
 	a.awsEntries = map[string]*awsEntry{}
@@ -83,12 +89,17 @@ func (a *Agent) AWSNames() []string {
 
 // GetAWS returns the AWS session called name, first replaced by a new one if less than
 // its margin ([config.AWSMargin], at least 5 minutes) is left or if refresh is true.
-// While INIT is running it waits for it, at most InitTimeout and while ctx lasts. When
-// the broker cannot be reached it serves the cached session until its Expiration.
+// While INIT is running it waits for it as [Agent.Get] does; a session still missing
+// after INIT (lazy mode) is fetched, at most FetchWait, and after a failed INIT in fail
+// mode the read is held until ctx ends. When the broker cannot be reached it serves the
+// cached session until its Expiration.
 func (a *Agent) GetAWS(ctx context.Context, name string, refresh bool) (AWSCredential, error) {
 	e := a.awsEntries[name]
 	if e == nil {
 		return AWSCredential{}, fmt.Errorf("%w: %q", ErrUnknown, name)
+	}
+	if a.failed.Load() {
+		return AWSCredential{}, a.hold(ctx, name, e.err())
 	}
 	if a.isClosed() {
 		return AWSCredential{}, ErrClosed
@@ -96,15 +107,19 @@ func (a *Agent) GetAWS(ctx context.Context, name string, refresh bool) (AWSCrede
 	if err := a.waitFirst(ctx, e.first, name); err != nil {
 		return AWSCredential{}, err
 	}
-	e.mu.Lock()
-	cur, lastErr := e.cred, e.lastErr
-	e.mu.Unlock()
+	if a.failed.Load() {
+		return AWSCredential{}, a.hold(ctx, name, e.err())
+	}
+	cur := e.current()
 	if cur == nil {
 		a.kick()
-		if lastErr != nil {
-			return AWSCredential{}, fmt.Errorf("%w: %q: %w", ErrNotReady, name, lastErr)
+		c, err := fetchMissing(ctx, a.opts.FetchWait, func(ctx context.Context) (*brokerclient.AWSCredential, error) {
+			return a.refreshAWS(ctx, e, false, time.Time{})
+		})
+		if err != nil {
+			return AWSCredential{}, fmt.Errorf("%w: %w", ErrNotReady, err)
 		}
-		return AWSCredential{}, fmt.Errorf("%w: %q", ErrNotReady, name)
+		return AWSCredential{Name: name, AWSCredential: *c}, nil
 	}
 	if !refresh && !a.awsDue(e, cur, a.opts.Clock(), time.Time{}) {
 		return AWSCredential{Name: name, AWSCredential: *cur}, nil

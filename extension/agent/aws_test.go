@@ -270,7 +270,11 @@ func TestAWSRefusal(t *testing.T) {
 	if errors.Is(err, agent.ErrUnavailable) || brokerclient.CodeOf(err) != "access_denied" || !strings.Contains(err.Error(), `"reports"`) {
 		t.Fatalf("Start: %v", err)
 	}
-	if _, err := a.GetAWS(context.Background(), "reports", false); !errors.Is(err, agent.ErrNotReady) || brokerclient.CodeOf(err) != "access_denied" {
+	// Fail mode: the read is held until its context ends, then names the refusal.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := a.GetAWS(ctx, "reports", false); !errors.Is(err, agent.ErrNotReady) || brokerclient.CodeOf(err) != "access_denied" ||
+		!errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("GetAWS: %v", err)
 	}
 }
@@ -396,3 +400,27 @@ func (dbOnly) Renew(context.Context, string, time.Duration) (*brokerclient.Lease
 	return nil, errors.New("no")
 }
 func (dbOnly) Revoke(context.Context, string) error { return errors.New("no") }
+
+// In lazy mode a read of a missing AWS session fetches it, and so does an INVOKE.
+func TestAWSLazyFetchesMissingSession(t *testing.T) {
+	f := newFixture(t)
+	f.b.SetDown(true)
+	opts := agent.Options{Lazy: true, InitTimeout: time.Second, RetryBase: time.Hour, RetryMax: time.Hour}
+	read := f.awsAgent(t, opts)
+	invoke := f.awsAgent(t, opts)
+	for _, a := range []*agent.Agent{read, invoke} {
+		if err := a.Start(context.Background()); !errors.Is(err, agent.ErrUnavailable) {
+			t.Fatalf("Start: %v", err)
+		}
+	}
+	f.b.SetDown(false)
+	if c := mustGetAWS(t, read, "reports", false); c.AccessKeyID == "" {
+		t.Fatal("empty session")
+	}
+	if err := invoke.OnInvoke(context.Background(), f.clock.Now().Add(3*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if !invoke.Ready() {
+		t.Fatal("INVOKE returned without the missing session")
+	}
+}

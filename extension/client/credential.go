@@ -140,8 +140,7 @@ type Source interface {
 	// cache it; it must return a credential that is not yet expired.
 	Credentials(ctx context.Context, name string) (*Credential, error)
 	// Refresh returns a new credential of name, replacing the current one
-	// (PoolConfig calls it when a credential is refused by the database or
-	// is about to expire).
+	// (PoolConfig calls it only when the database refuses a credential).
 	Refresh(ctx context.Context, name string) (*Credential, error)
 }
 

@@ -16,11 +16,16 @@
 // "orders" is a name from the extension's EPHEMERA_CREDENTIALS
 // (orders=orders/readonly:15m). Calling PoolConfig at init is fine, even
 // while the extension is still starting: its local server waits until the
-// credentials are ready. Then use the pool as usual. Credentials expire
-// after minutes, and the pool takes care of that:
+// credentials are ready. If they cannot be (the extension runs with
+// EPHEMERA_ON_INIT_FAILURE=lazy and could not reach its broker), PoolConfig
+// returns an error matching ErrNotReady: do not exit then, build the pool
+// in a later invocation (functions/demo shows how). Then use the pool as
+// usual. Credentials expire after minutes, and the pool takes care of that:
 //
 //   - every new connection logs in with the credential current at that
-//     moment (pgxpool's BeforeConnect);
+//     moment (pgxpool's BeforeConnect), as the extension serves it: one
+//     close to expiry too (a role with a TTL under the margin), whose
+//     connection then simply retires early;
 //   - a connection is no longer handed out once less than a margin (30 s by
 //     default, WithRetireMargin) is left on its credential, unless its lease
 //     was renewed (PrepareConn); MaxConnLifetime is bounded by the

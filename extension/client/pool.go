@@ -52,13 +52,17 @@ func WithAuthRetry(enabled bool) PoolOption {
 // built from its current credential (its DSN, or its fields when the DSN is
 // empty), whose hooks keep the pool working while credentials rotate:
 //
-//   - BeforeConnect asks src for the current credential (refreshing it when
-//     less than the retire margin is left) and connects with its user,
-//     password, host, port and database; with WithAuthRetry (the default)
-//     it first tries the login on a throwaway connection and, if the
-//     database refuses it (28P01, 28000), calls src.Refresh once, so the
-//     pool's own connect is the retry. Cost: one extra login per new
-//     pooled connection.
+//   - BeforeConnect asks src for the current credential (src.Credentials:
+//     the extension renews or replaces it by its own refresh margin) and
+//     connects with its user, password, host, port and database; with
+//     WithAuthRetry (the default) it first tries the login on a throwaway
+//     connection and, if the database refuses it (28P01, 28000), calls
+//     src.Refresh once, so the pool's own connect is the retry. Cost: one
+//     extra login per new pooled connection. src.Refresh is called for
+//     nothing else: a credential with less than the retire margin left (as
+//     every one of a role whose TTL is shorter than the margin) is used as
+//     it is, and its connection retires early (see PrepareConn), rather
+//     than making the broker create a new user for every connect.
 //   - PrepareConn, called by every Acquire, retires a connection whose
 //     credential expires within the margin (default 30 s), unless src shows
 //     that its lease was renewed; pgxpool then opens a new connection with
@@ -79,7 +83,7 @@ func PoolConfig(ctx context.Context, src Source, name string, opts ...PoolOption
 		return nil, errors.New("client: PoolConfig: nil Source")
 	}
 	r := &rotator{src: src, name: name, poolSettings: s}
-	cred, err := r.current(ctx)
+	cred, err := r.fetch(ctx, r.src.Credentials)
 	if err != nil {
 		return nil, err
 	}
@@ -139,19 +143,6 @@ type rotator struct {
 	latest atomic.Pointer[Credential] // the newest credential seen from src
 }
 
-// current returns src's current credential, refreshed if it would be
-// retired at once.
-func (r *rotator) current(ctx context.Context) (*Credential, error) {
-	cred, err := r.fetch(ctx, r.src.Credentials)
-	if err != nil {
-		return nil, err
-	}
-	if !cred.ExpiresAt.IsZero() && cred.ExpiresAt.Sub(r.now()) < r.margin {
-		return r.fetch(ctx, r.src.Refresh)
-	}
-	return cred, nil
-}
-
 func (r *rotator) fetch(ctx context.Context, get func(context.Context, string) (*Credential, error)) (*Credential, error) {
 	cred, err := get(ctx, r.name)
 	if err != nil {
@@ -174,7 +165,10 @@ func (r *rotator) fetch(ctx context.Context, get func(context.Context, string) (
 // first, on a connection that is closed at once, and the pool's own connect
 // is the retry.
 func (r *rotator) beforeConnect(ctx context.Context, cc *pgx.ConnConfig) error {
-	cred, err := r.current(ctx)
+	// The normal read, never a forced refresh: the extension keeps the
+	// credential fresh by its own margin, and a refresh always makes the
+	// broker create a new user.
+	cred, err := r.fetch(ctx, r.src.Credentials)
 	if err != nil {
 		return err
 	}

@@ -322,14 +322,79 @@ func TestPoolRetriesRefusedLogin(t *testing.T) {
 	})
 }
 
-func TestPoolRefreshesCredentialAboutToExpire(t *testing.T) {
+// TestPoolRereadsCredentialAboutToExpire: a credential with less than the
+// retire margin left is read again, never force-refreshed (a refresh makes
+// the broker create a new user): the connection made with it retires early,
+// and the next one uses what the source serves then.
+func TestPoolRereadsCredentialAboutToExpire(t *testing.T) {
+	ctx := context.Background()
 	clk := &clock{}
-	a, b := createRole(t, ""), createRole(t, "")
-	fresh := b.credential("lease-b", clk.now().Add(10*time.Minute))
-	src := &testSource{cur: a.credential("lease-a", clk.now().Add(10*time.Second)), refreshed: &fresh}
+	a, b, c := createRole(t, ""), createRole(t, ""), createRole(t, "")
+	forced := c.credential("lease-c", clk.now().Add(10*time.Minute)) // what a forced refresh would give
+	aExpires := clk.now().Add(10 * time.Second).Round(0)
+	src := &testSource{cur: a.credential("lease-a", aExpires), refreshed: &forced}
 	pool := newPool(t, src, withClock(clk.now))
+
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user, _ := whoami(t, conn); user != a.name {
+		t.Errorf("current_user = %s, want %s (the credential the source serves, though near expiry)", user, a.name)
+	}
+	if exp, ok := ConnExpiry(conn.Conn()); !ok || !exp.Equal(aExpires) {
+		t.Errorf("ConnExpiry = %v, %v; want %v", exp, ok, aExpires)
+	}
+	conn.Release()
+	if n := src.refreshCount(); n != 0 {
+		t.Fatalf("Refresh called %d times for a credential near expiry, want 0", n)
+	}
+
+	// The extension replaced A by its own margin; A's connection retires
+	// once half of its remaining 10 s has passed.
+	bExpires := clk.now().Add(10 * time.Minute).Round(0)
+	src.set(b.credential("lease-b", bExpires))
+	clk.advance(6 * time.Second)
 	if user, _ := whoami(t, pool); user != b.name {
-		t.Errorf("current_user = %s, want %s (A had less than the margin left)", user, b.name)
+		t.Errorf("after A retired: current_user = %s, want %s", user, b.name)
+	}
+	if n := pool.Stat().TotalConns(); n != 1 {
+		t.Errorf("pool holds %d connections, want 1 (A retired)", n)
+	}
+	if n := src.refreshCount(); n != 0 {
+		t.Errorf("Refresh called %d times, want 0", n)
+	}
+}
+
+// TestPoolShortTTLMakesNoNewUsers: with credentials that live less than the
+// retire margin (a role with a TTL under 30 s), every new connection logs in
+// with the credential the source serves; none asks for a new one.
+func TestPoolShortTTLMakesNoNewUsers(t *testing.T) {
+	clk := &clock{}
+	const ttl = 20 * time.Second
+	var roles [4]role
+	for i := range roles {
+		roles[i] = createRole(t, "")
+	}
+	src := &testSource{cur: roles[0].credential("lease-0", clk.now().Add(ttl))}
+	pool := newPool(t, src, withClock(clk.now))
+	for i, r := range roles {
+		if i > 0 {
+			// The extension replaced the credential 15 s into its 20 s.
+			src.set(r.credential(fmt.Sprintf("lease-%d", i), clk.now().Add(15*time.Second+ttl)))
+			clk.advance(15 * time.Second)
+		}
+		for range 3 {
+			if user, _ := whoami(t, pool); user != r.name {
+				t.Fatalf("generation %d: current_user = %s, want %s", i, user, r.name)
+			}
+		}
+	}
+	if n := src.refreshCount(); n != 0 {
+		t.Errorf("Refresh called %d times with %v credentials, want 0", n, ttl)
+	}
+	if n := pool.Stat().NewConnsCount(); n != int64(len(roles)) {
+		t.Errorf("%d connections made, want %d (one per credential)", n, len(roles))
 	}
 }
 
@@ -415,6 +480,9 @@ func TestPoolQueriesAcrossRotations(t *testing.T) {
 	}
 	if n := pool.Stat().NewConnsCount(); n < rotations+1 {
 		t.Errorf("%d connections made, want at least %d", n, rotations+1)
+	}
+	if n := src.refreshCount(); n != 0 {
+		t.Errorf("Refresh called %d times: the source's credentials were never refused", n)
 	}
 }
 
@@ -505,6 +573,21 @@ func TestPoolWithClient(t *testing.T) {
 	a := createRole(t, "")
 	f := newFakeExtension(t)
 	f.creds["orders"] = a.credential("lease-a", time.Now().Add(10*time.Minute))
+	pool := newPool(t, New(WithBaseURL(f.URL), WithToken(testToken)))
+	if user, _ := whoami(t, pool); user != a.name {
+		t.Errorf("current_user = %s, want %s", user, a.name)
+	}
+	if req, ref := f.counts(); req < 2 || ref != 0 {
+		t.Errorf("extension saw %d requests, %d refreshes; want >= 2, 0", req, ref)
+	}
+}
+
+// TestPoolWithClientNearExpiry: through the HTTP client, a credential with
+// less than the retire margin left is read, not fetched with ?refresh=true.
+func TestPoolWithClientNearExpiry(t *testing.T) {
+	a := createRole(t, "")
+	f := newFakeExtension(t)
+	f.creds["orders"] = a.credential("lease-a", time.Now().Add(10*time.Second))
 	pool := newPool(t, New(WithBaseURL(f.URL), WithToken(testToken)))
 	if user, _ := whoami(t, pool); user != a.name {
 		t.Errorf("current_user = %s, want %s", user, a.name)

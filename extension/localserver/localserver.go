@@ -35,7 +35,10 @@
 // left, as the SDKs ask again for container credentials 5 minutes before their
 // Expiration; only while the broker is unreachable is a cached session served until its
 // Expiration.
-// A read during INIT waits (bounded) for the credential instead of failing. The "dsn" is
+// A read during INIT waits (bounded) for the credential instead of failing. After a failed
+// INIT, in lazy mode a read of a missing credential waits (at most 2 s) for a fetch it
+// starts or joins before it answers 503; in fail mode reads are held, unanswered, until
+// the extension has reported the failure and exits (see package agent). The "dsn" is
 // a libpq keyword/value string with every value quoted; nothing else prints it.
 package localserver
 

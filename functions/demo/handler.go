@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -26,11 +29,22 @@ const (
 
 // handler answers GET requests with the database user and the orders.
 type handler struct {
-	pool *pgxpool.Pool
+	src  client.Source
+	name string // the credential's name
 	log  *slog.Logger
+
+	mu   sync.Mutex
+	pool *pgxpool.Pool // nil until the credential could be read
 }
 
 // setup builds the sandbox's one pool from src and warms one connection.
+//
+// When the extension has no credential yet (ErrNotReady: its broker was
+// unreachable at INIT and it runs with EPHEMERA_ON_INIT_FAILURE=lazy) or
+// cannot be reached, setup does not fail: it logs a warning, and each
+// invocation tries to build the pool until one succeeds, answering 503
+// meanwhile. Any other error (no such credential, a refused token) is
+// fatal.
 func setup(ctx context.Context, src client.Source, getenv func(string) string, log *slog.Logger) (*handler, error) {
 	ctx, cancel := context.WithTimeout(ctx, initTimeout)
 	defer cancel()
@@ -38,20 +52,57 @@ func setup(ctx context.Context, src client.Source, getenv func(string) string, l
 	if name == "" {
 		name = defaultCredential
 	}
-	cfg, err := client.PoolConfig(ctx, src, name)
-	if err != nil {
-		return nil, fmt.Errorf("demo: pool for credential %q: %w", name, err)
-	}
-	cfg.MaxConns = 2 // one invocation at a time per sandbox, plus slack
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("demo: pool for credential %q: %w", name, err)
+	h := &handler{src: src, name: name, log: log}
+	pool, err := h.connect(ctx)
+	switch {
+	case notReady(err):
+		log.Warn("credentials not ready at init; the pool is built on the first invocation that can read them",
+			"credential", name, "err", err)
+		return h, nil
+	case err != nil:
+		return nil, err
 	}
 	if err := pool.Ping(ctx); err != nil {
 		// Not fatal: the first invocation connects again.
 		log.Warn("database not reachable at init", "credential", name, "err", err)
 	}
-	return &handler{pool: pool, log: log}, nil
+	return h, nil
+}
+
+// connect returns the pool, building it first if it does not exist yet.
+func (h *handler) connect(ctx context.Context) (*pgxpool.Pool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pool != nil {
+		return h.pool, nil
+	}
+	cfg, err := client.PoolConfig(ctx, h.src, h.name)
+	if err != nil {
+		return nil, fmt.Errorf("demo: pool for credential %q: %w", h.name, err)
+	}
+	cfg.MaxConns = 2 // one invocation at a time per sandbox, plus slack
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("demo: pool for credential %q: %w", h.name, err)
+	}
+	h.pool = pool
+	return pool, nil
+}
+
+// close closes the pool, if there is one.
+func (h *handler) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pool != nil {
+		h.pool.Close()
+	}
+}
+
+// notReady reports whether err is temporary: the extension has no valid
+// credential yet (503), or could not be reached.
+func notReady(err error) bool {
+	var ue *url.Error
+	return errors.Is(err, client.ErrNotReady) || errors.As(err, &ue)
 }
 
 type order struct {
@@ -72,7 +123,8 @@ type errorResponse struct {
 }
 
 // Handle serves one invocation and logs one line about it. It never returns
-// an error: failures become a 500 whose body holds no detail.
+// an error: failures become a 500 whose body holds no detail, or a 503 while
+// the extension has no credential to give.
 func (h *handler) Handle(ctx context.Context, req events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
 	start := time.Now()
 	var requestID string
@@ -83,10 +135,14 @@ func (h *handler) Handle(ctx context.Context, req events.APIGatewayV2HTTPRequest
 
 	status, body := http.StatusOK, any(nil)
 	resp, err := h.orders(ctx)
-	if err != nil {
+	switch {
+	case notReady(err):
+		status, body = http.StatusServiceUnavailable, errorResponse{Error: "credentials not ready", RequestID: requestID}
+		attrs = append(attrs, slog.String("error", err.Error()))
+	case err != nil:
 		status, body = http.StatusInternalServerError, errorResponse{Error: "internal error", RequestID: requestID}
 		attrs = append(attrs, slog.String("error", err.Error()))
-	} else {
+	default:
 		body = resp
 		attrs = append(attrs, slog.Int("orders", len(resp.Orders)), slog.String("lease_expires_at", resp.LeaseExpiresAt))
 	}
@@ -96,7 +152,11 @@ func (h *handler) Handle(ctx context.Context, req events.APIGatewayV2HTTPRequest
 	}
 	attrs = append(attrs, slog.Int("status", status), slog.Int64("duration_ms", time.Since(start).Milliseconds()))
 	level := slog.LevelInfo
-	if status != http.StatusOK {
+	switch status {
+	case http.StatusOK:
+	case http.StatusServiceUnavailable:
+		level = slog.LevelWarn
+	default:
 		level = slog.LevelError
 	}
 	h.log.LogAttrs(ctx, level, "invocation", attrs...)
@@ -110,7 +170,11 @@ func (h *handler) Handle(ctx context.Context, req events.APIGatewayV2HTTPRequest
 // orders runs both queries on one connection, so that current_user and
 // lease_expires_at describe the login that read the orders.
 func (h *handler) orders(ctx context.Context) (*ordersResponse, error) {
-	conn, err := h.pool.Acquire(ctx)
+	pool, err := h.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("acquire: %w", err)
 	}

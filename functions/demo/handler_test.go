@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,7 +35,7 @@ func newHandler(t *testing.T, src client.Source) (*handler, *bytes.Buffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(h.pool.Close)
+	t.Cleanup(h.close)
 	logs.Reset() // only the invocations' lines
 	return h, &logs
 }
@@ -127,5 +130,113 @@ func TestSetupCredentialName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.pool.Close()
+	if h.pool == nil {
+		t.Error("setup did not build the pool although the credential was ready")
+	}
+	h.close()
+}
+
+// lateSource answers 503 not_ready (as the extension does in lazy mode while
+// its broker is unreachable) until it is made ready.
+type lateSource struct {
+	mu    sync.Mutex
+	ready bool
+	cred  client.Credential
+	reads int
+}
+
+func (s *lateSource) Credentials(_ context.Context, name string) (*client.Credential, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reads++
+	if !s.ready {
+		return nil, &client.Error{Name: name, StatusCode: 503, Code: "not_ready", Message: "agent: credential not ready"}
+	}
+	c := s.cred
+	return &c, nil
+}
+
+func (s *lateSource) Refresh(ctx context.Context, name string) (*client.Credential, error) {
+	return s.Credentials(ctx, name)
+}
+
+func (s *lateSource) set(ready bool) { s.mu.Lock(); s.ready = ready; s.mu.Unlock() }
+
+// An extension that is not ready at init (lazy mode) does not stop the
+// demo: every invocation tries again, answering 503 until the credential
+// can be read, then the pool is built once and used.
+func TestSetupNotReadyBuildsPoolLazily(t *testing.T) {
+	src := &lateSource{cred: source(reader, time.Now().Add(15*time.Minute)).Credential}
+	var logs bytes.Buffer
+	h, err := setup(context.Background(), src, func(string) string { return "" }, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatalf("setup failed on a not-ready extension: %v", err)
+	}
+	t.Cleanup(h.close)
+	if !strings.Contains(logs.String(), `"level":"WARN"`) || !strings.Contains(logs.String(), "not ready") {
+		t.Errorf("no warning at init:\n%s", logs.String())
+	}
+
+	for i, id := range []string{"req-a", "req-b"} {
+		logs.Reset()
+		resp := invoke(t, h, id)
+		if resp.StatusCode != 503 || resp.Body != `{"error":"credentials not ready","request_id":"`+id+`"}` {
+			t.Fatalf("invocation %d while not ready: %d %s", i+1, resp.StatusCode, resp.Body)
+		}
+		if line := logLine(t, &logs); line["status"] != float64(503) || line["level"] != "WARN" {
+			t.Errorf("log line %v", line)
+		}
+	}
+	if src.reads < 3 {
+		t.Errorf("%d reads: every invocation must try again", src.reads)
+	}
+
+	src.set(true)
+	logs.Reset()
+	resp := invoke(t, h, "req-c")
+	if resp.StatusCode != 200 || !strings.Contains(resp.Body, `"current_user":"`+reader.user+`"`) {
+		t.Fatalf("invocation once ready: %d %s", resp.StatusCode, resp.Body)
+	}
+	pool := h.pool
+	if resp := invoke(t, h, "req-d"); resp.StatusCode != 200 || h.pool != pool {
+		t.Errorf("next invocation: %d %s; the pool must be built once", resp.StatusCode, resp.Body)
+	}
+	if n := pool.Stat().NewConnsCount(); n != 1 {
+		t.Errorf("%d connections made, want 1", n)
+	}
+}
+
+// An extension that cannot be reached at all is transient too.
+func TestSetupUnreachableExtensionIsNotFatal(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close() // nothing listens there any more
+	h, err := setup(context.Background(), client.New(client.WithBaseURL(url), client.WithToken("token")),
+		func(string) string { return "" }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("setup failed on an unreachable extension: %v", err)
+	}
+	t.Cleanup(h.close)
+	if resp := invoke(t, h, "req-e"); resp.StatusCode != 503 {
+		t.Errorf("invocation: %d %s, want 503", resp.StatusCode, resp.Body)
+	}
+}
+
+// Other errors stay fatal at init: a refused token.
+func TestSetupUnauthorizedIsFatal(t *testing.T) {
+	unauthorized := sourceFunc(func(name string) (*client.Credential, error) {
+		return nil, &client.Error{Name: name, StatusCode: 401, Code: "unauthorized"}
+	})
+	if _, err := setup(context.Background(), unauthorized, func(string) string { return "" }, slog.New(slog.DiscardHandler)); !errors.Is(err, client.ErrUnauthorized) {
+		t.Errorf("err = %v, want ErrUnauthorized", err)
+	}
+}
+
+type sourceFunc func(name string) (*client.Credential, error)
+
+func (f sourceFunc) Credentials(_ context.Context, name string) (*client.Credential, error) {
+	return f(name)
+}
+func (f sourceFunc) Refresh(_ context.Context, name string) (*client.Credential, error) {
+	return f(name)
 }

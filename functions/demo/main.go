@@ -21,7 +21,9 @@ import (
 func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	// During INIT, deliberately: the extension's local server waits until
-	// the credentials are ready, and INIT is not billed to a request.
+	// the credentials are ready, and INIT is not billed to a request. If
+	// they cannot be ready (the extension's lazy mode), setup still
+	// succeeds and the first invocation that can read them builds the pool.
 	h, err := setup(context.Background(), client.New(), os.Getenv, log)
 	if err != nil {
 		log.Error("demo did not start", "err", err)

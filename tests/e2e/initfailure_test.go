@@ -45,7 +45,8 @@ func (s *sandbox) invokeProbe(t *testing.T) probeAnswer {
 
 // TestBrokerDownAtInitFails: with EPHEMERA_ON_INIT_FAILURE=fail and a broker
 // that refuses connections, the extension reports init/error
-// Extension.BrokerUnavailable and INIT fails.
+// Extension.BrokerUnavailable and INIT fails — with the probe function and
+// with the demo function alike.
 func TestBrokerDownAtInitFails(t *testing.T) {
 	env := map[string]string{
 		"EPHEMERA_BROKER_URL":      closedURL(t),
@@ -63,14 +64,20 @@ func TestBrokerDownAtInitFails(t *testing.T) {
 		t.Errorf("InitError %+v: want type Extension.BrokerUnavailable from extension ephemera\n%s", ie, sb.out.String())
 	}
 
-	// The demo function exits when its init read fails, at the same moment
-	// the extension reports init/error: INIT fails either way, and whichever
-	// report arrives first names the error.
+	// The demo function reads during its init too. The extension holds that
+	// read (it is not answered 503 when the fetch fails) and reports
+	// init/error before anything else, so the INIT error is always the
+	// extension's, never the function's Runtime.ExitError.
 	sb, err = startSandbox(t, st.Workload("orders-api-down", "orders-down-demo-fn"), env, nil)
 	if !errors.As(err, &ie) {
 		t.Fatalf("Start (demo): %v, want an *lambdaemu.InitError\n%s", err, sb.out.String())
 	}
-	t.Logf("with the demo function: %s from %q", ie.ErrorType, ie.Extension)
+	if ie.ErrorType != "Extension.BrokerUnavailable" || ie.Extension != "ephemera" {
+		t.Errorf("InitError with the demo function %+v: want type Extension.BrokerUnavailable from extension ephemera\n%s", ie, sb.out.String())
+	}
+	if out := sb.out.String(); strings.Contains(out, "demo did not start") {
+		t.Errorf("the demo gave up during INIT:\n%s", out)
+	}
 }
 
 // TestBrokerDownAtInitLazy: with EPHEMERA_ON_INIT_FAILURE=lazy and a broker
@@ -112,28 +119,37 @@ func TestBrokerDownAtInitLazy(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The first invocation after the broker is back succeeds: the INVOKE
+	// fetches the missing credential, and the function's read waits for that
+	// fetch instead of answering 503 at once.
 	proxy.mode.Store(proxyForward)
 	back := time.Now()
-	var n int
-	for {
-		n++
-		a = sb.invokeProbe(t)
-		if a.OK {
-			break
-		}
-		if time.Since(back) > 20*time.Second {
-			t.Fatalf("still failing %v after the broker came back: %+v", time.Since(back).Round(time.Second), a)
-		}
-		if a.Status != http.StatusServiceUnavailable {
-			t.Errorf("while recovering: %+v, want a 503", a)
-		}
-		time.Sleep(200 * time.Millisecond)
+	a = sb.invokeProbe(t)
+	if !a.OK || !strings.HasPrefix(a.CurrentUser, "eph_") {
+		t.Fatalf("first invocation after the broker came back: %+v, want a login as an eph_ user\n%s", a, sb.out.String())
 	}
-	if !strings.HasPrefix(a.CurrentUser, "eph_") {
-		t.Errorf("after recovery the function logged in as %q", a.CurrentUser)
+	t.Logf("the function's read succeeded at the first invocation, %v after the broker came back",
+		time.Since(back).Round(time.Millisecond))
+
+	// The demo function too: its INIT succeeds without a credential, an
+	// invocation while the broker is down answers 503 (no crash), and the
+	// first one after it is back reads the orders.
+	demoProxy := startProxy(t, proxyDrop)
+	demo, err := startSandbox(t, st.Workload("orders-api-lazy", "orders-lazy-demo-fn"), map[string]string{
+		"EPHEMERA_BROKER_URL":      demoProxy.URL,
+		"EPHEMERA_ON_INIT_FAILURE": "lazy",
+		"EPHEMERA_INIT_TIMEOUT":    "2s",
+	}, nil)
+	if err != nil {
+		t.Fatalf("INIT of the demo failed in lazy mode: %v\n%s", err, demo.out.String())
 	}
-	t.Logf("the function's reads succeeded at invocation %d, %v after the broker came back",
-		n, time.Since(back).Round(time.Millisecond))
+	if d := demo.invokeDemo(t); d.ErrorType != "" || d.Status != http.StatusServiceUnavailable || d.Error != "credentials not ready" {
+		t.Errorf("demo invocation with the broker down: %+v, want a 503 answer", d)
+	}
+	demoProxy.mode.Store(proxyForward)
+	if d := demo.invokeDemo(t); !d.ok() {
+		t.Fatalf("first demo invocation after the broker came back: %+v\n%s", d, demo.out.String())
+	}
 }
 
 // TestBadConfiguration: a configuration error makes the extension report
