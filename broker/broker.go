@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -62,6 +63,7 @@ type Broker struct {
 	assumer  assumer
 	metrics  *metrics.Emitter
 	log      *slog.Logger
+	lastReap sync.Map // database → *atomic.Int64: unix ns of the last reap on issue
 	now      func() time.Time
 }
 

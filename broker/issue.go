@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ephemera-sh/ephemera/broker/attest"
 	"github.com/ephemera-sh/ephemera/broker/audit"
@@ -50,8 +53,18 @@ func (b *Broker) record(ri *reqInfo, event string) audit.Record {
 	return r
 }
 
-// finish completes and writes rec, deriving decision and reason from aerr.
-func (b *Broker) finish(ctx context.Context, ri *reqInfo, rec audit.Record, aerr *apiError) {
+// finishLine is finish for a record whose row was already written in the
+// transaction it audits: the JSON line and the metric only.
+func (b *Broker) finishLine(ctx context.Context, ri *reqInfo, rec audit.Record, aerr *apiError) {
+	rec = b.complete(ri, rec, aerr)
+	_, end := trace.Start(ctx, "audit")
+	b.audit.Line(rec)
+	end(nil)
+	b.metrics.Decision(rec.Event, rec.Decision, rec.Reason)
+}
+
+// complete derives decision, reason and latency.
+func (b *Broker) complete(ri *reqInfo, rec audit.Record, aerr *apiError) audit.Record {
 	rec.Decision = audit.Allow
 	if aerr != nil {
 		rec.Reason = aerr.Code
@@ -61,6 +74,12 @@ func (b *Broker) finish(ctx context.Context, ri *reqInfo, rec audit.Record, aerr
 		}
 	}
 	rec.LatencyMS = float64(b.now().Sub(ri.start).Microseconds()) / 1000
+	return rec
+}
+
+// finish completes and writes rec, deriving decision and reason from aerr.
+func (b *Broker) finish(ctx context.Context, ri *reqInfo, rec audit.Record, aerr *apiError) {
+	rec = b.complete(ri, rec, aerr)
 	actx, end := trace.Start(ctx, "audit")
 	end(b.audit.Write(actx, rec)) // a failed row is logged by audit; the stdout line stands
 	b.metrics.Decision(rec.Event, rec.Decision, rec.Reason)
@@ -139,7 +158,14 @@ func ttlFor(requested *int64, role *config.Role) (time.Duration, *apiError) {
 func (b *Broker) handleIssue(r *http.Request, ri *reqInfo) (status int, body any, aerr *apiError) {
 	ctx := r.Context()
 	rec := b.record(ri, audit.EventIssue)
-	defer func() { b.finish(ctx, ri, rec, aerr) }()
+	rowQueued := false
+	defer func() {
+		if rowQueued {
+			b.finishLine(ctx, ri, rec, aerr)
+		} else {
+			b.finish(ctx, ri, rec, aerr)
+		}
+	}()
 
 	var req issueRequest
 	if aerr = decode(r, &req); aerr != nil {
@@ -176,12 +202,6 @@ func (b *Broker) handleIssue(r *http.Request, ri *reqInfo) (status int, body any
 		return 0, nil, aerr
 	}
 	store := b.stores[db.Name]
-	// Cheap early refusal; Issue re-checks under a lock.
-	if n, err := store.CountLive(ctx, role.Name, ri.start); err != nil {
-		return 0, nil, fromStore(err)
-	} else if n >= role.MaxLeases {
-		return 0, nil, fromStore(lease.ErrLimit)
-	}
 	username, err := pgrole.NewUsername(role.Name)
 	if err != nil {
 		return 0, nil, &apiError{Code: CodeInternal, Message: "internal error", cause: err}
@@ -200,7 +220,18 @@ func (b *Broker) handleIssue(r *http.Request, ri *reqInfo) (status int, body any
 		Username: username, Verifier: verifier,
 		PrincipalARN: p.RoleARN, Account: p.Account, Session: p.Session, RequestID: ri.id,
 		IssuedAt: ri.start, TTL: ttl, MaxTTL: role.MaxTTL, MaxLeases: role.MaxLeases,
+		// The allow row commits with the lease (finish then writes only the line).
+		Audit: func(batch *pgx.Batch, l *lease.Lease) {
+			row := rec
+			row.Decision, row.Username, row.LeaseID = audit.Allow, l.Username, l.ID
+			row.LatencyMS = float64(b.now().Sub(ri.start).Microseconds()) / 1000
+			audit.Queue(batch, row)
+			rowQueued = true
+		},
 	})
+	if err != nil {
+		rowQueued = false // rolled back with the lease
+	}
 	endIssue(err)
 	if err != nil {
 		return 0, nil, fromStore(err)
@@ -228,9 +259,18 @@ func truncate(s string, n int) string {
 const (
 	reapOnIssue        = 3
 	reapOnIssueTimeout = time.Second
+	// reapOnIssueEvery spaces them per database and broker instance: a busy
+	// broker does not pay three round trips on every issue.
+	reapOnIssueEvery = 10 * time.Second
 )
 
 func (b *Broker) reapSome(ctx context.Context, database string) {
+	now := b.now().UnixNano()
+	last, _ := b.lastReap.LoadOrStore(database, new(atomic.Int64))
+	prev := last.(*atomic.Int64).Load()
+	if now-prev < int64(reapOnIssueEvery) || !last.(*atomic.Int64).CompareAndSwap(prev, now) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reapOnIssueTimeout)
 	defer cancel()
 	if s, err := b.reaper.Reap(ctx, database, reapOnIssue); err != nil {

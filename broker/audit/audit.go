@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -116,20 +117,29 @@ func (l *Log) Line(r Record) {
 	}
 }
 
-// Insert writes r as a row of ephemera.audit_log through db, so that a
-// caller can commit it with the change it audits.
-func Insert(ctx context.Context, db Execer, r Record) error {
+const insertSQL = `INSERT INTO ephemera.audit_log
+		(time, request_id, event, decision, reason, principal_arn, account, session, source_ip,
+		 database, db_role, username, lease_id, ttl_seconds, policies, latency_ms, aws_profile, source_identity)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`
+
+func insertArgs(r Record) []any {
 	r = normalize(r)
 	var leaseID any
 	if r.LeaseID != "" {
 		leaseID = r.LeaseID
 	}
-	_, err := db.Exec(ctx, `INSERT INTO ephemera.audit_log
-		(time, request_id, event, decision, reason, principal_arn, account, session, source_ip,
-		 database, db_role, username, lease_id, ttl_seconds, policies, latency_ms, aws_profile, source_identity)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
-		r.Time, r.RequestID, r.Event, r.Decision, r.Reason, r.PrincipalARN, r.Account, r.Session, r.SourceIP,
-		r.Database, r.DBRole, r.Username, leaseID, r.TTLSeconds, r.Policies, r.LatencyMS, r.AWSProfile, r.SourceIdentity)
+	return []any{r.Time, r.RequestID, r.Event, r.Decision, r.Reason, r.PrincipalARN, r.Account, r.Session, r.SourceIP,
+		r.Database, r.DBRole, r.Username, leaseID, r.TTLSeconds, r.Policies, r.LatencyMS, r.AWSProfile, r.SourceIdentity}
+}
+
+// Queue adds the row of r to b, for a caller that pipelines it with the
+// change it audits in one transaction.
+func Queue(b *pgx.Batch, r Record) { b.Queue(insertSQL, insertArgs(r)...) }
+
+// Insert writes r as a row of ephemera.audit_log through db, so that a
+// caller can commit it with the change it audits.
+func Insert(ctx context.Context, db Execer, r Record) error {
+	_, err := db.Exec(ctx, insertSQL, insertArgs(r)...)
 	if err != nil {
 		return fmt.Errorf("audit: insert: %w", err)
 	}

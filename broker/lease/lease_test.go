@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
 	"github.com/ephemera-sh/ephemera/sam/local/demodb"
@@ -84,6 +85,10 @@ func TestIssueIsAtomic(t *testing.T) {
 		return boom
 	})
 	r := issueRequest(t, time.Minute)
+	r.RequestID = "atomic-" + r.Username
+	r.Audit = func(b *pgx.Batch, l *lease.Lease) {
+		audit.Queue(b, audit.Record{RequestID: r.RequestID, Event: "issue", Decision: "allow", LeaseID: l.ID, Username: l.Username})
+	}
 	_, err := s.Issue(context.Background(), r)
 	if !errors.Is(err, boom) {
 		t.Fatalf("Issue error %v, want the hook's", err)
@@ -94,10 +99,11 @@ func TestIssueIsAtomic(t *testing.T) {
 	if roleExists(t, r.Username) {
 		t.Fatal("the role survived a failed issue transaction")
 	}
-	var n int
+	var n, rows int
 	must(t, admin.QueryRow(context.Background(), "SELECT count(*) FROM ephemera.leases WHERE username = $1", r.Username).Scan(&n))
-	if n != 0 {
-		t.Fatal("a lease row survived")
+	must(t, admin.QueryRow(context.Background(), "SELECT count(*) FROM ephemera.audit_log WHERE request_id = $1", r.RequestID).Scan(&rows))
+	if n != 0 || rows != 0 {
+		t.Fatalf("a lease row (%d) or its audit row (%d) survived", n, rows)
 	}
 }
 

@@ -79,6 +79,12 @@ func (s *Store) ReapExpired(ctx context.Context, now time.Time, limit int, reaso
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("select due leases: %w", err)
 		}
+		// End every due user's sessions at once; reapOne checks again per lease.
+		users := make([]string, len(due))
+		for i, l := range due {
+			users[i] = l.Username
+		}
+		_ = TerminateAll(ctx, tx, users) // a failure here is retried, and recorded, per lease
 		for i, l := range due {
 			r, err := s.reapOne(ctx, tx, l, now, reason, attempts[i])
 			if err != nil {
