@@ -84,9 +84,11 @@ func (s *Store) ReapExpired(ctx context.Context, now time.Time, limit int, reaso
 		for i, l := range due {
 			users[i] = l.Username
 		}
-		_ = TerminateAll(ctx, tx, users) // a failure here is retried, and recorded, per lease
+		// When every session is confirmed gone, nobody can open another (the
+		// roles are expired or NOLOGIN), so reapOne need not look again.
+		allGone := TerminateAll(ctx, tx, users) == nil
 		for i, l := range due {
-			r, err := s.reapOne(ctx, tx, l, now, reason, attempts[i])
+			r, err := s.reapOne(ctx, tx, l, now, reason, attempts[i], allGone)
 			if err != nil {
 				return err // aborts the batch
 			}
@@ -107,7 +109,7 @@ func (s *Store) ReapExpired(ctx context.Context, now time.Time, limit int, reaso
 
 // reapOne revokes one locked lease inside tx. The returned error aborts the
 // batch; a failure of the revocation itself is returned in Reaped.Err.
-func (s *Store) reapOne(ctx context.Context, tx pgx.Tx, l *Lease, now time.Time, reason string, attempts int) (Reaped, error) {
+func (s *Store) reapOne(ctx context.Context, tx pgx.Tx, l *Lease, now time.Time, reason string, attempts int, sessionsGone bool) (Reaped, error) {
 	r := Reaped{Lease: l, Username: l.Username}
 	sp, err := tx.Begin(ctx)
 	if err != nil {
@@ -129,8 +131,10 @@ func (s *Store) reapOne(ctx context.Context, tx pgx.Tx, l *Lease, now time.Time,
 		}
 		return r, nil
 	}
-	if err := TerminateSessions(ctx, sp, l.Username); err != nil {
-		return failed(err)
+	if !sessionsGone {
+		if err := TerminateSessions(ctx, sp, l.Username); err != nil {
+			return failed(err)
+		}
 	}
 	if h := s.hooks; h != nil && h.AfterTerminate != nil {
 		if err := h.AfterTerminate(ctx, l); err != nil {
