@@ -29,6 +29,7 @@ test: lint unit fuzz
 
 unit:
 	$(GO) test -count=1 -tags lambda.norpc ./...
+	$(GO) test -race -count=1 ./extension/...
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
