@@ -25,6 +25,7 @@ import (
 
 	"github.com/ephemera-sh/ephemera/broker/attest"
 	"github.com/ephemera-sh/ephemera/sam/local/lambdaemu"
+	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
 	"github.com/ephemera-sh/ephemera/sam/local/stack"
 	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
 )
@@ -35,7 +36,13 @@ type Options struct {
 	TTL time.Duration
 	// WorkDir holds the built binaries and the logs (default: a temp dir, removed at the end).
 	WorkDir string
+	// ReapEvery is the background reaper's interval (default 3s).
+	ReapEvery time.Duration
 }
+
+// EnvDatabaseURL names an existing PostgreSQL server to use instead of a
+// throwaway one (the demo creates, and then drops, a database of its own).
+const EnvDatabaseURL = "EPHEMERA_DEMO_DATABASE_URL"
 
 // The demo's broker configuration: the stack's, with short TTLs so that a
 // renewal and a rotation happen within a minute.
@@ -60,6 +67,12 @@ func Run(ctx context.Context, out io.Writer, opts Options) (err error) {
 	if opts.TTL <= 0 {
 		opts.TTL = 10 * time.Second
 	}
+	if opts.ReapEvery <= 0 {
+		opts.ReapEvery = 3 * time.Second
+	}
+	if url := os.Getenv(EnvDatabaseURL); url != "" {
+		os.Setenv(pgserver.EnvDatabaseURL, url) // pgserver then uses that server
+	}
 	n := &narrator{out: out, start: time.Now()}
 	work := opts.WorkDir
 	if work == "" {
@@ -77,8 +90,9 @@ func Run(ctx context.Context, out io.Writer, opts Options) (err error) {
 
 	n.section("1. Start everything on this machine (no Docker, no AWS account)")
 	s, err := stack.Start(ctx, stack.Options{
-		Config: fmt.Sprintf(config, opts.TTL, 2*opts.TTL),
-		Output: logFile,
+		Config:    fmt.Sprintf(config, opts.TTL, 2*opts.TTL),
+		Output:    logFile,
+		ReapEvery: opts.ReapEvery,
 	})
 	if err != nil {
 		return fmt.Errorf("demo: starting the local stack: %w", err)
@@ -88,6 +102,7 @@ func Run(ctx context.Context, out io.Writer, opts Options) (err error) {
 	n.say("                (CREATEROLE and pg_signal_backend only: not a superuser, no access to data)")
 	n.say("STS emulator    %s, verifies AWS SigV4 signatures like the real STS", s.STS.URL())
 	n.say("Broker          %s, audience %q, Cedar policy: roles orders-api-* may use database orders", s.BrokerURL, s.Audience)
+	n.say("Reaper          every %s", opts.ReapEvery)
 	n.say("Logs of every process: %s", logPath)
 	n.step("Building the extension and the demo function (go build)...")
 	extDir, bootstrap, err := stack.Binaries(ctx, filepath.Join(work, "bin"))
@@ -114,6 +129,9 @@ func Run(ctx context.Context, out io.Writer, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
+	if !strings.HasPrefix(first.CurrentUser, "eph_readonly_") || len(first.Orders) == 0 {
+		return fmt.Errorf("demo: invocation 1 ran as %q with %d rows", first.CurrentUser, len(first.Orders))
+	}
 	n.say("Invocation 1 → the function queried PostgreSQL as %s:", first.CurrentUser)
 	for _, o := range first.Orders {
 		n.say("    order %d  %-16s qty %d", o.ID, o.Item, o.Qty)
@@ -138,10 +156,10 @@ func Run(ctx context.Context, out io.Writer, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	same := "the same user"
-	if second.CurrentUser != first.CurrentUser {
-		same = "a new user " + second.CurrentUser
+	if second.CurrentUser != first.CurrentUser || !l2.expires.After(l1.expires) || len(second.Orders) == 0 {
+		return fmt.Errorf("demo: expected a renewal of %s, got %s expiring %s", first.CurrentUser, second.CurrentUser, l2.expires)
 	}
+	same := "the same user"
 	n.say("Invocation 2 → %s, lease now expires %s (the extension checked the wall clock", same, l2.expires.Format(time.TimeOnly))
 	n.say("on INVOKE, saw less than %s left and renewed; open connections stay valid).", margin)
 
@@ -153,16 +171,52 @@ func Run(ctx context.Context, out io.Writer, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
+	if third.CurrentUser == first.CurrentUser || !strings.HasPrefix(third.CurrentUser, "eph_readonly_") || len(third.Orders) == 0 {
+		return fmt.Errorf("demo: expected a new user at max TTL, got %s", third.CurrentUser)
+	}
 	n.say("Invocation 3 → a new user %s; every query succeeded (the function's pool", third.CurrentUser)
 	n.say("retires connections before their lease ends). The old user %s will expire unused.", first.CurrentUser)
 
-	n.section("5. A workload the policy does not name is refused")
+	n.section("5. Refusals: an unnamed workload, a quarantined one, a replayed proof")
 	intruder := s.Workload("billing-api", "billing-report")
 	status, body, err := issueDirect(ctx, s, intruder)
 	if err != nil {
 		return err
 	}
-	n.say("arn:aws:iam::%s:role/billing-api asks for orders/readonly → %d %s", stack.Account, status, body)
+	if status != http.StatusForbidden {
+		return fmt.Errorf("demo: billing-api got %d %s", status, body)
+	}
+	n.say("role billing-api asks for orders/readonly      → %d %s (default deny)", status, body)
+	quarantined := s.Workload("compromised", "orders-api")
+	status, body, err = issueDirect(ctx, s, quarantined)
+	if err != nil {
+		return err
+	}
+	if status != http.StatusForbidden || !strings.Contains(body, "quarantine") {
+		return fmt.Errorf("demo: compromised got %d %s", status, body)
+	}
+	n.say("role compromised asks for orders/readonly      → %d %s", status, body)
+	batch := s.Workload("orders-api-batch", "nightly-export")
+	proof, err := sign(ctx, s, batch)
+	if err != nil {
+		return err
+	}
+	status, cred, err := postProof(ctx, s, proof, map[string]any{"database": "orders", "role": "readonly", "ttl_seconds": 5})
+	if err != nil {
+		return err
+	}
+	if status != http.StatusCreated {
+		return fmt.Errorf("demo: batch credential: %d %v", status, cred)
+	}
+	n.say("role orders-api-batch asks with a fresh proof  → %d user %v (5 s)", status, cred["username"])
+	status, replay, err := postProof(ctx, s, proof, map[string]any{"database": "orders", "role": "readonly", "ttl_seconds": 5})
+	if err != nil {
+		return err
+	}
+	if status != http.StatusUnauthorized {
+		return fmt.Errorf("demo: a replayed proof got %d %v", status, replay)
+	}
+	n.say("the same proof sent again (a replay)           → %d %s", status, errorText(replay))
 
 	n.section("6. SHUTDOWN: the extension revokes its leases")
 	users := []string{first.CurrentUser, third.CurrentUser}
@@ -171,25 +225,59 @@ func Run(ctx context.Context, out io.Writer, opts Options) (err error) {
 		return fmt.Errorf("demo: shutdown: %w", err)
 	}
 	n.say("Lambda sent SHUTDOWN (2 s budget); the extension revoked and exited in %s (killed: %d).", ms(res.Duration), len(res.Killed))
+	if len(res.Killed) > 0 {
+		return fmt.Errorf("demo: SHUTDOWN had to kill %v", res.Killed)
+	}
+	if roleExists(ctx, s, third.CurrentUser) {
+		return fmt.Errorf("demo: %s survived SHUTDOWN", third.CurrentUser)
+	}
 	for _, u := range uniq(users) {
 		n.say("    %s exists in pg_roles: %v", u, roleExists(ctx, s, u))
 	}
 
 	n.section("7. The reaper revokes what nobody revoked")
-	reaped, err := reaperDemo(ctx, s, n)
-	if err != nil {
+	if err := reaperDemo(ctx, s, n, cred, opts.ReapEvery); err != nil {
 		return err
 	}
-	_ = reaped
 
 	n.section("8. The audit trail (ephemera.audit_log)")
 	if err := auditTrail(ctx, s, out); err != nil {
 		return err
 	}
+	left := -1
+	for deadline := time.Now().Add(3 * opts.ReapEvery); time.Now().Before(deadline); sleep(ctx, 200*time.Millisecond) {
+		if left = ephemeralRoles(ctx, s); left == 0 {
+			break
+		}
+	}
 	n.say("")
 	n.say("Every decision, allowed or not, is a row here and a JSON line in the logs; no row holds")
-	n.say("a password, signature, session token or nonce. Done in %s.", time.Since(n.start).Round(time.Second))
+	n.say("a password, signature, session token or nonce.")
+	n.say("%d ephemeral roles left. Done in %s.", left, time.Since(n.start).Round(time.Second))
+	if left != 0 {
+		return fmt.Errorf("demo: %d ephemeral roles left", left)
+	}
 	return nil
+}
+
+func ephemeralRoles(ctx context.Context, s *stack.Stack) int {
+	conn, err := pgx.Connect(ctx, s.PG.URL())
+	if err != nil {
+		return -1
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_roles WHERE rolname LIKE 'eph\_%'`).Scan(&n); err != nil {
+		return -1
+	}
+	return n
+}
+
+func errorText(body map[string]any) string {
+	if e, ok := body["error"].(map[string]any); ok {
+		return fmt.Sprintf("%v: %v", e["code"], e["message"])
+	}
+	return fmt.Sprint(body)
 }
 
 type demoAnswer struct {
@@ -260,22 +348,30 @@ func roleExists(ctx context.Context, s *stack.Stack, user string) bool {
 // issueDirect asks the broker for a credential as workload id, the way the
 // extension does, and returns the status and a short description.
 func issueDirect(ctx context.Context, s *stack.Stack, id stsserver.Identity) (int, string, error) {
-	status, body, err := post(ctx, s, id, map[string]any{"database": "orders", "role": "readonly", "ttl_seconds": 5})
+	proof, err := sign(ctx, s, id)
 	if err != nil {
 		return 0, "", err
 	}
-	if e, ok := body["error"].(map[string]any); ok {
-		return status, fmt.Sprintf("%v: %v", e["code"], e["message"]), nil
+	status, body, err := postProof(ctx, s, proof, map[string]any{"database": "orders", "role": "readonly", "ttl_seconds": 5})
+	if err != nil {
+		return 0, "", err
+	}
+	if _, ok := body["error"]; ok {
+		return status, errorText(body), nil
 	}
 	return status, fmt.Sprintf("user %v", body["username"]), nil
 }
 
-func post(ctx context.Context, s *stack.Stack, id stsserver.Identity, fields map[string]any) (int, map[string]any, error) {
+func sign(ctx context.Context, s *stack.Stack, id stsserver.Identity) (*attest.Proof, error) {
 	proof, err := attest.Sign(ctx, aws.Credentials{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, SessionToken: id.SessionToken},
 		s.Region, s.Audience, time.Now())
 	if err != nil {
-		return 0, nil, fmt.Errorf("demo: %w", err)
+		return nil, fmt.Errorf("demo: %w", err)
 	}
+	return proof, nil
+}
+
+func postProof(ctx context.Context, s *stack.Stack, proof *attest.Proof, fields map[string]any) (int, map[string]any, error) {
 	fields["identity"] = proof
 	data, _ := json.Marshal(fields)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.BrokerURL+"/v1/credentials", bytes.NewReader(data))
@@ -295,38 +391,53 @@ func post(ctx context.Context, s *stack.Stack, id stsserver.Identity, fields map
 	return resp.StatusCode, body, nil
 }
 
-// reaperDemo issues a 5-second credential to a batch job that never revokes
-// it, keeps a session open past expiry, and lets the reaper end it.
-func reaperDemo(ctx context.Context, s *stack.Stack, n *narrator) (int, error) {
-	batch := s.Workload("orders-api-batch", "nightly-export")
-	status, cred, err := post(ctx, s, batch, map[string]any{"database": "orders", "role": "readonly", "ttl_seconds": 5})
-	if err != nil {
-		return 0, err
-	}
-	if status != http.StatusCreated {
-		return 0, fmt.Errorf("demo: batch credential: %d %v", status, cred)
-	}
+// reaperDemo follows the batch job's 5-second credential: it connects,
+// never revokes, and the background reaper ends it.
+func reaperDemo(ctx context.Context, s *stack.Stack, n *narrator, cred map[string]any, every time.Duration) error {
 	user, _ := cred["username"].(string)
 	dsn := fmt.Sprintf("host=%v port=%v dbname=%v user=%v password=%v sslmode=disable", cred["host"], cred["port"], cred["dbname"], user, cred["password"])
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		return 0, fmt.Errorf("demo: batch login: %w", err)
+		return fmt.Errorf("demo: batch login: %w", err)
 	}
 	defer conn.Close(context.Background())
-	n.say("A batch job (role orders-api-batch) got %s for 5 s, connected, and crashed without revoking.", user)
-	sleep(ctx, 6*time.Second)
+	expires, _ := time.Parse(time.RFC3339, fmt.Sprint(cred["expires_at"]))
+	n.say("The batch job's %s (5 s) is connected; the job crashes without revoking.", user)
+	sleep(ctx, time.Until(expires)+200*time.Millisecond)
 	_, loginErr := pgx.Connect(ctx, dsn)
-	n.say("After 6 s a new login is refused by PostgreSQL itself (VALID UNTIL): %v", loginErr != nil)
-	_, err = conn.Exec(ctx, "SELECT 1")
-	n.say("…but its open session still works until revocation: %v", err == nil)
-	sum, err := s.Broker.Reaper().Run(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("demo: reaper: %w", err)
+	_, queryErr := conn.Exec(ctx, "SELECT 1")
+	if loginErr == nil {
+		return fmt.Errorf("demo: %s could still log in after expiry", user)
 	}
-	n.say("One reaper run (the schedule runs it every minute): revoked %d, failed %d, in %.0f ms.", sum.Revoked, sum.Failed, sum.DurationMS)
+	n.say("At expiry PostgreSQL refuses new logins itself (VALID UNTIL): %v; the open session still works: %v.", loginErr != nil, queryErr == nil)
+	var revokedAt time.Time
+	for deadline := time.Now().Add(4 * every); time.Now().Before(deadline) && revokedAt.IsZero(); sleep(ctx, 100*time.Millisecond) {
+		revokedAt = leaseRevokedAt(ctx, s, user)
+	}
+	if revokedAt.IsZero() {
+		return fmt.Errorf("demo: the reaper did not revoke %s", user)
+	}
 	_, err = conn.Exec(ctx, "SELECT 1")
-	n.say("The open session was terminated: %v; the role is gone: %v.", err != nil, !roleExists(ctx, s, user))
-	return sum.Revoked, nil
+	if err == nil || roleExists(ctx, s, user) {
+		return fmt.Errorf("demo: %s's session or role survived the reaper", user)
+	}
+	n.say("The reaper (every %s) revoked it %s after expiry: session terminated: true, role gone: true.",
+		every, revokedAt.Sub(expires).Round(100*time.Millisecond))
+	return nil
+}
+
+func leaseRevokedAt(ctx context.Context, s *stack.Stack, user string) time.Time {
+	conn, err := pgx.Connect(ctx, s.PG.URL())
+	if err != nil {
+		return time.Time{}
+	}
+	defer conn.Close(ctx)
+	var t *time.Time
+	_ = conn.QueryRow(ctx, `SELECT revoked_at FROM ephemera.leases WHERE username = $1`, user).Scan(&t)
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
 }
 
 func auditTrail(ctx context.Context, s *stack.Stack, out io.Writer) error {
@@ -404,4 +515,70 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// Serve starts the local stack (broker, reaper, throwaway PostgreSQL, STS)
+// and keeps it running until ctx ends, printing its addresses and
+// ready-to-paste curl commands with single-use request files.
+func Serve(ctx context.Context, out io.Writer, opts Options) error {
+	if opts.ReapEvery <= 0 {
+		opts.ReapEvery = 3 * time.Second
+	}
+	if url := os.Getenv(EnvDatabaseURL); url != "" {
+		os.Setenv(pgserver.EnvDatabaseURL, url)
+	}
+	dir, err := os.MkdirTemp("", "ephemera-local-")
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	logFile, err := os.Create(filepath.Join(dir, "system.log"))
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer logFile.Close()
+	s, err := stack.Start(ctx, stack.Options{Output: logFile, ReapEvery: opts.ReapEvery})
+	if err != nil {
+		return fmt.Errorf("demo: starting the local stack: %w", err)
+	}
+	defer s.Close()
+	id := s.Workload("orders-api-local", "orders-api")
+	var files []string
+	for i := 1; i <= 5; i++ {
+		proof, err := sign(ctx, s, id)
+		if err != nil {
+			return err
+		}
+		data, _ := json.MarshalIndent(map[string]any{"identity": proof, "database": "orders", "role": "readonly", "ttl_seconds": 300}, "", "  ")
+		f := filepath.Join(dir, fmt.Sprintf("issue-%d.json", i))
+		if err := os.WriteFile(f, data, 0o600); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		files = append(files, f)
+	}
+	fmt.Fprintf(out, `ephemera is running on this machine (Ctrl-C stops and deletes everything).
+
+  broker      %s   (audience %q; reaper every %s)
+  postgres    127.0.0.1:%d  database %q  (throwaway)
+  sts         %s   (verifies SigV4)
+  logs        %s
+
+Health:
+  curl -s %s/v1/health
+
+Issue a credential as arn:aws:iam::%s:role/orders-api-local (each file is a signed,
+single-use proof, valid for 5 minutes):
+  curl -s -H 'Content-Type: application/json' -d @%s %s/v1/credentials
+
+Then log in with the answer's username and password:
+  psql "host=127.0.0.1 port=%d dbname=%s user=<username> password=<password>" -c 'SELECT current_user, * FROM orders'
+
+More request files: %s
+Watch the leases and the audit trail:
+  EPHEMERA_DATABASE_URL='<admin DSN>' ephemera leases   # the admin DSN is in the broker's environment, see the logs
+`, s.BrokerURL, s.Audience, opts.ReapEvery, s.PG.Port(), s.PG.Database(), s.STS.URL(), logFile.Name(),
+		s.BrokerURL, stack.Account, files[0], s.BrokerURL, s.PG.Port(), s.PG.Database(), strings.Join(files[1:], " "))
+	<-ctx.Done()
+	fmt.Fprintln(out, "\nstopping…")
+	return nil
 }
