@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ephemera-sh/ephemera/broker/attest"
+	extconfig "github.com/ephemera-sh/ephemera/extension/config"
 	"github.com/ephemera-sh/ephemera/sam/local/lambdaemu"
 	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
 	"github.com/ephemera-sh/ephemera/sam/local/stack"
@@ -144,7 +145,7 @@ func Run(ctx context.Context, out io.Writer, opts Options) (err error) {
 	n.say("PostgreSQL has VALID UNTIL = lease expiry for %s, and only orders_read's privileges.", first.CurrentUser)
 
 	n.section("3. Freeze and thaw: the credential is renewed, same user")
-	margin := max(5*time.Second, opts.TTL/5)
+	margin := extconfig.Margin(0, opts.TTL) // the extension's own rule
 	freeze := time.Until(l1.expires) - margin + time.Second
 	n.say("Lambda freezes the sandbox between invocations; timers do not run. Frozen for %s...", freeze.Round(time.Second))
 	sleep(ctx, freeze)
@@ -219,7 +220,6 @@ func Run(ctx context.Context, out io.Writer, opts Options) (err error) {
 	n.say("the same proof sent again (a replay)           → %d %s", status, errorText(replay))
 
 	n.section("6. SHUTDOWN: the extension revokes its leases")
-	users := []string{first.CurrentUser, third.CurrentUser}
 	res, err := emu.Shutdown(ctx)
 	if err != nil {
 		return fmt.Errorf("demo: shutdown: %w", err)
@@ -231,8 +231,9 @@ func Run(ctx context.Context, out io.Writer, opts Options) (err error) {
 	if roleExists(ctx, s, third.CurrentUser) {
 		return fmt.Errorf("demo: %s survived SHUTDOWN", third.CurrentUser)
 	}
-	for _, u := range uniq(users) {
-		n.say("    %s exists in pg_roles: %v", u, roleExists(ctx, s, u))
+	n.say("    %s (the live credential) exists in pg_roles: %v", third.CurrentUser, roleExists(ctx, s, third.CurrentUser))
+	if first.CurrentUser != third.CurrentUser {
+		n.say("    %s expired earlier; the reaper takes it (exists now: %v)", first.CurrentUser, roleExists(ctx, s, first.CurrentUser))
 	}
 
 	n.section("7. The reaper revokes what nobody revoked")
@@ -493,18 +494,6 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func uniq(ss []string) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, s := range ss {
-		if !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 func sleep(ctx context.Context, d time.Duration) {
