@@ -130,9 +130,13 @@ func TestBrokerServeRefusesPublicAddress(t *testing.T) {
 }
 
 func TestLocalAndVersion(t *testing.T) {
-	r := run(t, "local")
-	if r.code != 0 || r.stdout != "not yet: see issue 5 (make demo)\n" {
-		t.Errorf("local: %v", r)
+	// The demo itself runs in sam/local/demo's test; here, its command line.
+	r := run(t, "local", "--help")
+	if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "--serve") || !strings.Contains(r.stdout+r.stderr, "ephemera local") {
+		t.Errorf("local --help: %v", r)
+	}
+	if r := run(t, "local", "extra"); r.code != 2 {
+		t.Errorf("local extra: exit %d, want 2", r.code)
 	}
 	r = run(t, "version")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "ephemera ") || len(lines(r.stdout)) != 1 {
