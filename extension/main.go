@@ -159,6 +159,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 				deadline = time.Now().Add(agent.DefaultRefreshTimeout)
 			}
 			ictx, cancel := context.WithDeadline(ctx, deadline)
+			ictx = brokerclient.WithTraceHeader(ictx, ev.Tracing.Value)
 			if err := cache.OnInvoke(ictx, ev.Deadline); err != nil {
 				log.Warn("refresh on INVOKE failed", "request_id", ev.RequestID, "error", err.Error())
 			}

@@ -452,6 +452,9 @@ func (c *Client) attempt(ctx context.Context, path string, body func(*attest.Pro
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
+	if h := TraceHeader(ctx); h != "" {
+		req.Header.Set("X-Amzn-Trace-Id", h) // the invocation's trace continues at the broker
+	}
 	sum := sha256.Sum256(data)
 	if err := c.signer.SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), ServiceName, c.cfg.Region, now.UTC()); err != nil {
 		return fmt.Errorf("signing the request: %w", err)
@@ -513,4 +516,23 @@ func answerError(resp *http.Response, body []byte) *Error {
 		e.Message = e.Message[:300] + "…"
 	}
 	return e
+}
+
+type traceKey struct{}
+
+// WithTraceHeader returns ctx carrying the X-Ray trace header of the
+// invocation that caused a broker call (the INVOKE event's tracing value);
+// calls made with it send the header as X-Amzn-Trace-Id. The extension
+// propagates the header without linking the X-Ray SDK (it would add ~8 MB).
+func WithTraceHeader(ctx context.Context, h string) context.Context {
+	if h == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, traceKey{}, h)
+}
+
+// TraceHeader returns the header WithTraceHeader stored, or "".
+func TraceHeader(ctx context.Context) string {
+	h, _ := ctx.Value(traceKey{}).(string)
+	return h
 }
