@@ -167,14 +167,52 @@ type Agent struct {
 }
 
 type entry struct {
-	spec      config.Credential
+	spec                          config.Credential
+	slot[brokerclient.Credential] // ttl: the lease duration asked for (or the broker's default)
+}
+
+// slot is the cached value of an entry (a database credential or an AWS session) and
+// the state its readers share.
+type slot[T any] struct {
 	first     chan struct{} // closed when the first fetch attempt has ended
 	firstOnce sync.Once
 
 	mu      sync.Mutex
-	cred    *brokerclient.Credential
-	ttl     time.Duration // the lease duration asked for (or the broker's default)
+	cred    *T
+	ttl     time.Duration // the duration asked for (or the broker's default)
 	lastErr error
+}
+
+func newSlot[T any](ttl time.Duration) slot[T] {
+	return slot[T]{first: make(chan struct{}), ttl: ttl}
+}
+
+func (s *slot[T]) markFirst() { s.firstOnce.Do(func() { close(s.first) }) }
+
+func (s *slot[T]) current() *T {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cred
+}
+
+func (s *slot[T]) has() bool { return s.current() != nil }
+
+func (s *slot[T]) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
+}
+
+func (s *slot[T]) setErr(err error) {
+	s.mu.Lock()
+	s.lastErr = err
+	s.mu.Unlock()
+}
+
+func (s *slot[T]) leaseTTL() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ttl
 }
 
 type retiredLease struct {
@@ -218,7 +256,7 @@ func New(b Broker, creds []config.Credential, opts Options) (*Agent, error) {
 		if _, dup := a.entries[c.Name]; dup {
 			return nil, fmt.Errorf("agent: credential %q is configured twice", c.Name)
 		}
-		e := &entry{spec: c, first: make(chan struct{}), ttl: c.TTL}
+		e := &entry{spec: c, slot: newSlot[brokerclient.Credential](c.TTL)}
 		a.entries[c.Name] = e
 		a.order = append(a.order, e)
 	}
@@ -270,8 +308,6 @@ func (a *Agent) Start(ctx context.Context) error {
 	return err
 }
 
-func (e *entry) markFirst() { e.firstOnce.Do(func() { close(e.first) }) }
-
 // Ready reports whether every credential and AWS session is cached and the agent is not
 // shut down.
 func (a *Agent) Ready() bool {
@@ -279,10 +315,7 @@ func (a *Agent) Ready() bool {
 		return false
 	}
 	for _, e := range a.order {
-		e.mu.Lock()
-		ok := e.cred != nil
-		e.mu.Unlock()
-		if !ok {
+		if !e.has() {
 			return false
 		}
 	}
@@ -314,50 +347,68 @@ func (a *Agent) Get(ctx context.Context, name string, refresh bool) (Credential,
 	if e == nil {
 		return Credential{}, fmt.Errorf("%w: %q", ErrUnknown, name)
 	}
-	if a.failed.Load() {
-		return Credential{}, a.hold(ctx, name, e.err())
-	}
-	if a.isClosed() {
-		return Credential{}, ErrClosed
-	}
-	if err := a.waitFirst(ctx, e.first, name); err != nil {
-		return Credential{}, err
-	}
-	if a.failed.Load() {
-		return Credential{}, a.hold(ctx, name, e.err())
-	}
-	e.mu.Lock()
-	cur := e.cred
-	e.mu.Unlock()
-	if cur == nil {
-		a.kick()
-		c, err := fetchMissing(ctx, a.opts.FetchWait, func(ctx context.Context) (*brokerclient.Credential, error) {
-			return a.refresh(ctx, e, false, time.Time{})
-		})
-		if err != nil {
-			return Credential{}, fmt.Errorf("%w: %w", ErrNotReady, err)
-		}
-		return Credential{Name: name, Credential: *c}, nil
-	}
-	if !refresh && !a.due(e, cur, a.opts.Clock(), time.Time{}) {
-		return Credential{Name: name, Credential: *cur}, nil
-	}
-	c, err := a.refresh(ctx, e, refresh, time.Time{})
-	if err != nil {
-		if !refresh && a.opts.Clock().Before(cur.ExpiresAt) && !errors.Is(err, ErrClosed) {
+	c, err := read(ctx, a, name, &e.slot, refresh,
+		func(ctx context.Context, force bool) (*brokerclient.Credential, error) {
+			return a.refresh(ctx, e, force, time.Time{})
+		},
+		func(cur *brokerclient.Credential) bool { return a.due(e, cur, a.opts.Clock(), time.Time{}) },
+		func(cur *brokerclient.Credential, err error) bool {
+			if !a.opts.Clock().Before(cur.ExpiresAt) {
+				return false
+			}
 			a.opts.Logger.Warn("refresh failed; serving the cached credential until it expires",
 				"name", name, "lease_id", cur.LeaseID, "expires_at", cur.ExpiresAt, "error", err.Error())
-			return Credential{Name: name, Credential: *cur}, nil
-		}
+			return true
+		})
+	if err != nil {
 		return Credential{}, err
 	}
 	return Credential{Name: name, Credential: *c}, nil
 }
 
-func (e *entry) err() error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.lastErr
+// read is the common core of Get and GetAWS for the value of s called name: it waits
+// for INIT (or holds the read after a failed INIT in fail mode), fetches a missing value
+// (at most FetchWait), and refreshes one that is due or when refresh is true. fetch
+// runs a refresh (force: always a new value); due reports whether cur needs one; when a
+// refresh that was not forced fails, keep reports whether cur may still be served (and
+// says so in the log).
+func read[T any](ctx context.Context, a *Agent, name string, s *slot[T], refresh bool,
+	fetch func(ctx context.Context, force bool) (*T, error), due func(cur *T) bool,
+	keep func(cur *T, err error) bool) (*T, error) {
+	if a.failed.Load() {
+		return nil, a.hold(ctx, name, s.err())
+	}
+	if a.isClosed() {
+		return nil, ErrClosed
+	}
+	if err := a.waitFirst(ctx, s.first, name); err != nil {
+		return nil, err
+	}
+	if a.failed.Load() {
+		return nil, a.hold(ctx, name, s.err())
+	}
+	cur := s.current()
+	if cur == nil {
+		a.kick()
+		c, err := fetchMissing(ctx, a.opts.FetchWait, func(ctx context.Context) (*T, error) {
+			return fetch(ctx, false)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNotReady, err)
+		}
+		return c, nil
+	}
+	if !refresh && !due(cur) {
+		return cur, nil
+	}
+	c, err := fetch(ctx, refresh)
+	if err != nil {
+		if !refresh && !errors.Is(err, ErrClosed) && keep(cur, err) {
+			return cur, nil
+		}
+		return nil, err
+	}
+	return c, nil
 }
 
 // waitFirst waits until the first fetch of name has ended, while ctx lasts and at most
@@ -448,9 +499,7 @@ func (a *Agent) OnInvoke(ctx context.Context, deadline time.Time) error {
 		}
 	}
 	for i, e := range a.order {
-		e.mu.Lock()
-		cur := e.cred
-		e.mu.Unlock()
+		cur := e.current()
 		switch {
 		case cur == nil && fetch:
 			wg.Go(func() {
@@ -524,16 +573,7 @@ func (a *Agent) isClosed() bool {
 
 // margin is the refresh margin of e's leases.
 func (a *Agent) margin(e *entry) time.Duration {
-	e.mu.Lock()
-	ttl := e.ttl
-	e.mu.Unlock()
-	return config.Margin(a.opts.RefreshMargin, ttl)
-}
-
-func (a *Agent) leaseTTL(e *entry) time.Duration {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.ttl
+	return config.Margin(a.opts.RefreshMargin, e.leaseTTL())
 }
 
 // due reports whether cur needs a refresh at now: less than the margin left, or (with a
@@ -544,7 +584,7 @@ func (a *Agent) due(e *entry, cur *brokerclient.Credential, now, deadline time.T
 	if cur.ExpiresAt.Sub(now) < m {
 		return true
 	}
-	return !deadline.IsZero() && cur.ExpiresAt.Before(deadline) && now.Add(a.leaseTTL(e)).After(cur.ExpiresAt.Add(m))
+	return !deadline.IsZero() && cur.ExpiresAt.Before(deadline) && now.Add(e.leaseTTL()).After(cur.ExpiresAt.Add(m))
 }
 
 // renewable reports whether renewing cur is worth it: the lease is live and renewable,
@@ -554,7 +594,7 @@ func (a *Agent) renewable(e *entry, cur *brokerclient.Credential, now, deadline 
 	if !cur.Renewable || !now.Before(cur.ExpiresAt) || cur.MaxExpiresAt.Sub(now) < 2*a.margin(e) {
 		return false
 	}
-	return deadline.IsZero() || !cur.MaxExpiresAt.Before(deadline) || !now.Add(a.leaseTTL(e)).After(cur.MaxExpiresAt)
+	return deadline.IsZero() || !cur.MaxExpiresAt.Before(deadline) || !now.Add(e.leaseTTL()).After(cur.MaxExpiresAt)
 }
 
 // refresh renews or replaces e's credential in a flight shared with concurrent callers
@@ -566,9 +606,7 @@ func (a *Agent) refresh(ctx context.Context, e *entry, force bool, deadline time
 	}
 	return doFlight(ctx, a, key, e.spec.Name, func(fctx context.Context) (*brokerclient.Credential, error) {
 		c, err := a.renewOrIssue(fctx, e, force, deadline)
-		e.mu.Lock()
-		e.lastErr = err
-		e.mu.Unlock()
+		e.setErr(err)
 		return c, err
 	})
 }
@@ -609,9 +647,7 @@ func doFlight[T any](ctx context.Context, a *Agent, key, name string, fetch func
 }
 
 func (a *Agent) renewOrIssue(ctx context.Context, e *entry, force bool, deadline time.Time) (*brokerclient.Credential, error) {
-	e.mu.Lock()
-	cur := e.cred
-	e.mu.Unlock()
+	cur := e.current()
 	now := a.opts.Clock()
 	if !force && cur != nil && !a.due(e, cur, now, deadline) {
 		return cur, nil // a flight that just ended refreshed it
@@ -724,10 +760,7 @@ func (a *Agent) retryLoop() {
 		last = time.Now()
 		missing := 0
 		for _, e := range a.order {
-			e.mu.Lock()
-			have := e.cred != nil
-			e.mu.Unlock()
-			if have {
+			if e.has() {
 				continue
 			}
 			if _, err := a.refresh(a.ctx, e, false, time.Time{}); err != nil {

@@ -2,9 +2,7 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/ephemera-sh/ephemera/extension/brokerclient"
@@ -27,30 +25,8 @@ type AWSCredential struct {
 }
 
 type awsEntry struct {
-	spec      config.AWSProfile
-	first     chan struct{} // closed when the first fetch attempt has ended
-	firstOnce sync.Once
-
-	mu      sync.Mutex
-	cred    *brokerclient.AWSCredential
-	ttl     time.Duration // the session duration asked for (or the broker's default)
-	lastErr error
-}
-
-func (e *awsEntry) markFirst() { e.firstOnce.Do(func() { close(e.first) }) }
-
-func (e *awsEntry) current() *brokerclient.AWSCredential {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.cred
-}
-
-func (e *awsEntry) has() bool { return e.current() != nil }
-
-func (e *awsEntry) err() error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.lastErr
+	spec                             config.AWSProfile
+	slot[brokerclient.AWSCredential] // ttl: the session duration asked for (or the broker's default)
 }
 
 // addAWS sets up the AWS entries of New.
@@ -71,7 +47,7 @@ func (a *Agent) addAWS(b Broker, profiles []config.AWSProfile) error {
 		if _, dup := a.awsEntries[p.Name]; dup {
 			return fmt.Errorf("agent: AWS profile %q is configured twice", p.Name)
 		}
-		e := &awsEntry{spec: p, first: make(chan struct{}), ttl: p.TTL}
+		e := &awsEntry{spec: p, slot: newSlot[brokerclient.AWSCredential](p.TTL)}
 		a.awsEntries[p.Name] = e
 		a.awsOrder = append(a.awsOrder, e)
 	}
@@ -98,39 +74,20 @@ func (a *Agent) GetAWS(ctx context.Context, name string, refresh bool) (AWSCrede
 	if e == nil {
 		return AWSCredential{}, fmt.Errorf("%w: %q", ErrUnknown, name)
 	}
-	if a.failed.Load() {
-		return AWSCredential{}, a.hold(ctx, name, e.err())
-	}
-	if a.isClosed() {
-		return AWSCredential{}, ErrClosed
-	}
-	if err := a.waitFirst(ctx, e.first, name); err != nil {
-		return AWSCredential{}, err
-	}
-	if a.failed.Load() {
-		return AWSCredential{}, a.hold(ctx, name, e.err())
-	}
-	cur := e.current()
-	if cur == nil {
-		a.kick()
-		c, err := fetchMissing(ctx, a.opts.FetchWait, func(ctx context.Context) (*brokerclient.AWSCredential, error) {
-			return a.refreshAWS(ctx, e, false, time.Time{})
-		})
-		if err != nil {
-			return AWSCredential{}, fmt.Errorf("%w: %w", ErrNotReady, err)
-		}
-		return AWSCredential{Name: name, AWSCredential: *c}, nil
-	}
-	if !refresh && !a.awsDue(e, cur, a.opts.Clock(), time.Time{}) {
-		return AWSCredential{Name: name, AWSCredential: *cur}, nil
-	}
-	c, err := a.refreshAWS(ctx, e, refresh, time.Time{})
-	if err != nil {
-		if !refresh && a.opts.Clock().Before(cur.Expiration) && !errors.Is(err, ErrClosed) {
+	c, err := read(ctx, a, name, &e.slot, refresh,
+		func(ctx context.Context, force bool) (*brokerclient.AWSCredential, error) {
+			return a.refreshAWS(ctx, e, force, time.Time{})
+		},
+		func(cur *brokerclient.AWSCredential) bool { return a.awsDue(e, cur, a.opts.Clock(), time.Time{}) },
+		func(cur *brokerclient.AWSCredential, err error) bool {
+			if !a.opts.Clock().Before(cur.Expiration) {
+				return false
+			}
 			a.opts.Logger.Warn("AWS session refresh failed; serving the cached session until it expires",
 				"name", name, "access_key_id", cur.AccessKeyID, "expiration", cur.Expiration, "error", err.Error())
-			return AWSCredential{Name: name, AWSCredential: *cur}, nil
-		}
+			return true
+		})
+	if err != nil {
 		return AWSCredential{}, err
 	}
 	return AWSCredential{Name: name, AWSCredential: *c}, nil
@@ -138,10 +95,7 @@ func (a *Agent) GetAWS(ctx context.Context, name string, refresh bool) (AWSCrede
 
 // awsMargin is the refresh margin of e's sessions.
 func (a *Agent) awsMargin(e *awsEntry) time.Duration {
-	e.mu.Lock()
-	ttl := e.ttl
-	e.mu.Unlock()
-	return config.AWSMargin(a.opts.RefreshMargin, ttl)
+	return config.AWSMargin(a.opts.RefreshMargin, e.leaseTTL())
 }
 
 // awsDue reports whether cur needs replacing at now: less than the margin left, or (with
@@ -152,10 +106,7 @@ func (a *Agent) awsDue(e *awsEntry, cur *brokerclient.AWSCredential, now, deadli
 	if cur.Expiration.Sub(now) < m {
 		return true
 	}
-	e.mu.Lock()
-	ttl := e.ttl
-	e.mu.Unlock()
-	return !deadline.IsZero() && cur.Expiration.Before(deadline) && now.Add(ttl).After(cur.Expiration.Add(m))
+	return !deadline.IsZero() && cur.Expiration.Before(deadline) && now.Add(e.leaseTTL()).After(cur.Expiration.Add(m))
 }
 
 // refreshAWS assumes a new session for e in a flight shared with concurrent callers (a
@@ -167,9 +118,7 @@ func (a *Agent) refreshAWS(ctx context.Context, e *awsEntry, force bool, deadlin
 	}
 	return doFlight(ctx, a, key, e.spec.Name, func(fctx context.Context) (*brokerclient.AWSCredential, error) {
 		c, err := a.assume(fctx, e, force, deadline)
-		e.mu.Lock()
-		e.lastErr = err
-		e.mu.Unlock()
+		e.setErr(err)
 		return c, err
 	})
 }

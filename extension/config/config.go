@@ -277,7 +277,14 @@ func parseBrokerURL(v string) (*url.URL, error) {
 // name=database/role[:ttl] entries, blanks around entries ignored. It reports
 // every bad entry, each with its position.
 func ParseCredentials(s string) ([]Credential, error) {
-	var out []Credential
+	return parseList(s, parseCredential, func(c Credential) string { return c.Name })
+}
+
+// parseList parses a comma-separated list of entries with parse, blanks around entries
+// ignored. It reports every bad entry (empty, unparsable, or with a name already used),
+// each with its position.
+func parseList[T any](s string, parse func(string) (T, error), name func(T) string) ([]T, error) {
+	var out []T
 	var errs []error
 	seen := map[string]bool{}
 	for i, entry := range strings.Split(s, ",") {
@@ -286,17 +293,18 @@ func ParseCredentials(s string) ([]Credential, error) {
 			errs = append(errs, fmt.Errorf("entry %d is empty", i+1))
 			continue
 		}
-		c, err := parseCredential(entry)
+		v, err := parse(entry)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("entry %d (%q): %w", i+1, entry, err))
 			continue
 		}
-		if seen[c.Name] {
-			errs = append(errs, fmt.Errorf("entry %d: name %q is used twice", i+1, c.Name))
+		n := name(v)
+		if seen[n] {
+			errs = append(errs, fmt.Errorf("entry %d: name %q is used twice", i+1, n))
 			continue
 		}
-		seen[c.Name] = true
-		out = append(out, c)
+		seen[n] = true
+		out = append(out, v)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -344,31 +352,7 @@ func parseCredential(entry string) (Credential, error) {
 // name=profile[:ttl] entries, blanks around entries ignored. It reports every bad entry,
 // each with its position.
 func ParseAWSProfiles(s string) ([]AWSProfile, error) {
-	var out []AWSProfile
-	var errs []error
-	seen := map[string]bool{}
-	for i, entry := range strings.Split(s, ",") {
-		entry = strings.TrimSpace(entry)
-		if entry == "" {
-			errs = append(errs, fmt.Errorf("entry %d is empty", i+1))
-			continue
-		}
-		p, err := parseAWSProfile(entry)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("entry %d (%q): %w", i+1, entry, err))
-			continue
-		}
-		if seen[p.Name] {
-			errs = append(errs, fmt.Errorf("entry %d: name %q is used twice", i+1, p.Name))
-			continue
-		}
-		seen[p.Name] = true
-		out = append(out, p)
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return out, nil
+	return parseList(s, parseAWSProfile, func(p AWSProfile) string { return p.Name })
 }
 
 func parseAWSProfile(entry string) (AWSProfile, error) {
