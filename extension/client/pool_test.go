@@ -198,22 +198,34 @@ func TestPoolRetiresConnectionsBeforeExpiry(t *testing.T) {
 	}
 	held.Release()
 
-	// Once released, the A connection is never handed out again.
+	// Once released, the A connection is never handed out again. Two
+	// connections are held at a time so that every idle one, A included,
+	// goes through PrepareConn (one at a time, the pool may keep handing out
+	// the most recent B connection and never look at A).
 	for range 5 {
-		conn, err := pool.Acquire(ctx)
-		if err != nil {
-			t.Fatal(err)
+		var conns []*pgxpool.Conn
+		for range 2 {
+			conn, err := pool.Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, conn)
+			if user, _ := whoami(t, conn); user != b.name {
+				t.Errorf("current_user = %s, want %s", user, b.name)
+			}
+			if exp, ok := ConnExpiry(conn.Conn()); !ok || !exp.Equal(bExpires) {
+				t.Errorf("ConnExpiry = %v, %v; want %v", exp, ok, bExpires)
+			}
 		}
-		if user, _ := whoami(t, conn); user != b.name {
-			t.Errorf("current_user = %s, want %s", user, b.name)
+		for _, c := range conns {
+			c.Release()
 		}
-		if exp, ok := ConnExpiry(conn.Conn()); !ok || !exp.Equal(bExpires) {
-			t.Errorf("ConnExpiry = %v, %v; want %v", exp, ok, bExpires)
-		}
-		conn.Release()
 	}
-	if n := pool.Stat().TotalConns(); n != 1 {
-		t.Errorf("pool holds %d connections, want 1 (the A connection retired)", n)
+	for _, c := range pool.AcquireAllIdle(ctx) { // no PrepareConn: sees what the pool holds
+		if exp, _ := ConnExpiry(c.Conn()); !exp.Equal(bExpires) {
+			t.Errorf("the pool still holds a connection expiring %v (the A connection did not retire)", exp)
+		}
+		c.Release()
 	}
 	if n := src.refreshCount(); n != 0 {
 		t.Errorf("Refresh called %d times, want 0", n)
