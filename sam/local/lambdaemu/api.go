@@ -252,22 +252,7 @@ func (e *Emulator) handleExtensionNext(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, ev)
 			return
 		}
-		if e.closed || sb.phase == phaseDead {
-			x.waiters--
-			e.mu.Unlock()
-			writeError(w, http.StatusInternalServerError, apiErrInternal, "the execution environment is gone")
-			return
-		}
-		ch := e.changed
-		e.mu.Unlock()
-		select {
-		case <-ch:
-			e.mu.Lock()
-		case <-r.Context().Done():
-			e.mu.Lock()
-			x.waiters--
-			e.notifyLocked()
-			e.mu.Unlock()
+		if !e.awaitChangeLocked(w, r, sb, &x.waiters) {
 			return
 		}
 	}
@@ -360,22 +345,7 @@ func (e *Emulator) handleRuntimeNext(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write(inv.payload)
 			return
 		}
-		if e.closed || sb.phase == phaseDead {
-			rt.waiters--
-			e.mu.Unlock()
-			writeError(w, http.StatusInternalServerError, apiErrInternal, "the execution environment is gone")
-			return
-		}
-		ch := e.changed
-		e.mu.Unlock()
-		select {
-		case <-ch:
-			e.mu.Lock()
-		case <-r.Context().Done():
-			e.mu.Lock()
-			rt.waiters--
-			e.notifyLocked()
-			e.mu.Unlock()
+		if !e.awaitChangeLocked(w, r, sb, &rt.waiters) {
 			return
 		}
 	}
@@ -484,4 +454,30 @@ func (e *Emulator) handleRuntimeInitError(w http.ResponseWriter, r *http.Request
 	e.recordLocked("runtime init/error type=%s", typ)
 	e.notifyLocked()
 	writeAccepted(w)
+}
+
+// awaitChangeLocked is the wait of a long-polling handler: called with e.mu
+// held, it blocks until the environment changes (and returns true with e.mu
+// held again) or gives up — the environment is gone (a 500 answer) or the
+// caller left — releasing e.mu and its place in *waiters, and returns false.
+func (e *Emulator) awaitChangeLocked(w http.ResponseWriter, r *http.Request, sb *sandbox, waiters *int) bool {
+	if e.closed || sb.phase == phaseDead {
+		*waiters--
+		e.mu.Unlock()
+		writeError(w, http.StatusInternalServerError, apiErrInternal, "the execution environment is gone")
+		return false
+	}
+	ch := e.changed
+	e.mu.Unlock()
+	select {
+	case <-ch:
+		e.mu.Lock()
+		return true
+	case <-r.Context().Done():
+		e.mu.Lock()
+		*waiters--
+		e.notifyLocked()
+		e.mu.Unlock()
+		return false
+	}
 }
