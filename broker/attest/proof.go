@@ -14,6 +14,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/ephemera-sh/ephemera/broker/api"
 )
 
 // Header names and fixed values of a proof.
@@ -28,14 +30,10 @@ const (
 	AmzDateFormat = "20060102T150405Z"
 )
 
-// Proof is a signed, unsent STS GetCallerIdentity request (DESIGN §3).
-// Body is raw bytes; encoding/json carries it as standard base64.
-type Proof struct {
-	Method  string              `json:"method"`
-	URL     string              `json:"url"`
-	Headers map[string][]string `json:"headers"`
-	Body    []byte              `json:"body"`
-}
+// Proof is a signed, unsent STS GetCallerIdentity request: the wire type
+// of package api, named here because signing and verifying it is this
+// package's job.
+type Proof = api.Proof
 
 // Principal is the identity STS vouched for.
 type Principal struct {
