@@ -1,5 +1,4 @@
-// Package admindb connects to the configured databases as their admin role
-// (DESIGN §6) and applies ephemera's migrations. The admin password is
+// Package admindb connects to the configured databases as their admin role. The admin password is
 // either an RDS IAM auth token made for each new connection or part of a DSN
 // read from the environment; it is never logged.
 package admindb
@@ -19,7 +18,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ephemera-sh/ephemera/broker/config"
-	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/internal/trace"
 )
 
@@ -30,15 +28,19 @@ type Options struct {
 	// AWS signs RDS IAM tokens. Default: loaded from the environment, only
 	// when a database uses rds_iam.
 	AWS *aws.Config
-	// MaxConns per pool. Default 8.
+	// MaxConns per pool. Default: the configuration's AdminPoolSize.
 	MaxConns int32
 }
 
-// OpenAll opens one admin pool per configured database and applies the
-// migrations to each. On error every pool opened so far is closed.
+// OpenAll opens one admin pool per configured database (connecting
+// lazily). On error every pool opened so far is closed. Migrations are the
+// lease store's job (lease.Open).
 func OpenAll(ctx context.Context, cfg *config.Config, opts Options) (_ map[string]*pgxpool.Pool, err error) {
 	if opts.Getenv == nil {
 		opts.Getenv = os.LookupEnv
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = int32(cfg.AdminPoolSize)
 	}
 	pools := map[string]*pgxpool.Pool{}
 	defer func() {
@@ -62,9 +64,6 @@ func OpenAll(ctx context.Context, cfg *config.Config, opts Options) (_ map[strin
 			return nil, fmt.Errorf("admindb: database %s: %w", name, err)
 		}
 		pools[name] = pool
-		if err := lease.Migrate(ctx, pool); err != nil {
-			return nil, fmt.Errorf("admindb: database %s: %w", name, err)
-		}
 	}
 	return pools, nil
 }
@@ -108,21 +107,40 @@ func Connect(ctx context.Context, db *config.Database, opts Options) (*pgxpool.P
 	default:
 		return nil, fmt.Errorf("admin.auth: %q is not supported", db.Admin.Auth)
 	}
-	pc.ConnConfig.RuntimeParams["application_name"] = "ephemera"
-	pc.ConnConfig.RuntimeParams["standard_conforming_strings"] = "on"
-	pc.ConnConfig.RuntimeParams["statement_timeout"] = "15000"
-	pc.ConnConfig.RuntimeParams["lock_timeout"] = "5000"
-	pc.ConnConfig.ConnectTimeout = 5 * time.Second
+	Harden(pc.ConnConfig)
 	pc.ConnConfig.Tracer = trace.PgxTracer() // statement text without values; no-op without a segment
 	pc.MaxConns = opts.MaxConns
 	if pc.MaxConns <= 0 {
-		pc.MaxConns = 8
+		pc.MaxConns = config.DefaultAdminPoolSize
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("admin pool: %w", err)
 	}
 	return pool, nil
+}
+
+// SearchPath is the search_path of every admin session: the system catalog
+// and the session's own temporary schema, and nothing an ephemeral user can
+// create objects in. It is sent as a connection parameter, so it holds from
+// the first statement; a function or operator that an ephemeral user plants
+// in public (where writer groups often have CREATE, the default before
+// PostgreSQL 15) can never shadow pg_catalog's in the admin's SQL.
+const SearchPath = "pg_catalog, pg_temp"
+
+// Harden sets the parameters every admin connection carries: the pinned
+// search_path, standard strings, statement and lock timeouts, a connect
+// timeout, and the application name. The broker, the reaper and the CLI
+// call it on every connection configuration they build.
+func Harden(cc *pgx.ConnConfig) {
+	cc.RuntimeParams["search_path"] = SearchPath
+	cc.RuntimeParams["application_name"] = "ephemera"
+	cc.RuntimeParams["standard_conforming_strings"] = "on"
+	cc.RuntimeParams["statement_timeout"] = "15000"
+	cc.RuntimeParams["lock_timeout"] = "5000"
+	if cc.ConnectTimeout == 0 || cc.ConnectTimeout > 5*time.Second {
+		cc.ConnectTimeout = 5 * time.Second
+	}
 }
 
 // quoteKV quotes a value for a key=value DSN.

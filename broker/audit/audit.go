@@ -1,21 +1,18 @@
-// Package audit records every broker decision (DESIGN §8): one JSON line on
-// stdout (CloudWatch Logs) and one row in ephemera.audit_log of the database
-// the request names. A Record has no field that could hold a password,
+// Package audit describes every broker decision: one Record per decision,
+// written as one JSON line on stdout (CloudWatch Logs) by Log and as one row
+// in ephemera.audit_log of the database the request names by the lease
+// store (package lease, the only writer of that schema), in the same
+// transaction as the change it records. A Record has no field that could hold a password,
 // signature, session token or nonce, so none can be written by mistake.
 package audit
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"unicode/utf8"
 )
 
 // Events.
@@ -59,47 +56,26 @@ type Record struct {
 	SourceIdentity string `json:"source_identity,omitempty"`
 }
 
-// Log writes audit records. Safe for concurrent use.
+// Log writes audit JSON lines. Safe for concurrent use. Rows are written
+// by the lease store, in the transaction of the change they record.
 type Log struct {
-	mu    sync.Mutex
-	out   io.Writer
-	pools map[string]*pgxpool.Pool
-	err   *slog.Logger
+	mu  sync.Mutex
+	out io.Writer
+	err *slog.Logger
 }
 
-// New returns a Log writing JSON lines to out and rows through pools (by
-// configured database name). Failures to write a row are reported on errLog.
-func New(out io.Writer, pools map[string]*pgxpool.Pool, errLog *slog.Logger) *Log {
+// New returns a Log writing JSON lines to out. Failures to write are
+// reported on errLog.
+func New(out io.Writer, errLog *slog.Logger) *Log {
 	if errLog == nil {
 		errLog = slog.New(slog.DiscardHandler)
 	}
-	return &Log{out: out, pools: pools, err: errLog}
+	return &Log{out: out, err: errLog}
 }
 
-// Write records r: the stdout line always; the table row when r.Database
-// names a configured database. It returns the row's error, which callers
-// should log but not turn into a different API answer.
-func (l *Log) Write(ctx context.Context, r Record) error {
-	l.Line(r)
-	pool := l.pools[r.Database]
-	if pool == nil {
-		return nil
-	}
-	if err := Insert(context.WithoutCancel(ctx), pool, r); err != nil {
-		l.err.Error("audit row not written", "request_id", r.RequestID, "database", r.Database, "err", err)
-		return err
-	}
-	return nil
-}
-
-// Execer runs a statement (a pool or a transaction).
-type Execer interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}
-
-// Line writes r's JSON line to the log's output only.
+// Line writes r's JSON line.
 func (l *Log) Line(r Record) {
-	r = normalize(r)
+	r = Normalize(r)
 	line, err := json.Marshal(struct {
 		Level string `json:"level"`
 		Msg   string `json:"msg"`
@@ -117,36 +93,26 @@ func (l *Log) Line(r Record) {
 	}
 }
 
-const insertSQL = `INSERT INTO ephemera.audit_log
-		(time, request_id, event, decision, reason, principal_arn, account, session, source_ip,
-		 database, db_role, username, lease_id, ttl_seconds, policies, latency_ms, aws_profile, source_identity)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`
+// CallerTextLimit is how many bytes of caller text that failed
+// verification, or names nothing configured, an audit record keeps: an
+// unauthenticated caller must not be able to grow the audit trail with
+// large strings.
+const CallerTextLimit = 64
 
-func insertArgs(r Record) []any {
-	r = normalize(r)
-	var leaseID any
-	if r.LeaseID != "" {
-		leaseID = r.LeaseID
+// CutCallerText cuts s to CallerTextLimit bytes on a UTF-8 boundary.
+func CutCallerText(s string) string {
+	if len(s) <= CallerTextLimit {
+		return s
 	}
-	return []any{r.Time, r.RequestID, r.Event, r.Decision, r.Reason, r.PrincipalARN, r.Account, r.Session, r.SourceIP,
-		r.Database, r.DBRole, r.Username, leaseID, r.TTLSeconds, r.Policies, r.LatencyMS, r.AWSProfile, r.SourceIdentity}
+	s = s[:CallerTextLimit]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
-// Queue adds the row of r to b, for a caller that pipelines it with the
-// change it audits in one transaction.
-func Queue(b *pgx.Batch, r Record) { b.Queue(insertSQL, insertArgs(r)...) }
-
-// Insert writes r as a row of ephemera.audit_log through db, so that a
-// caller can commit it with the change it audits.
-func Insert(ctx context.Context, db Execer, r Record) error {
-	_, err := db.Exec(ctx, insertSQL, insertArgs(r)...)
-	if err != nil {
-		return fmt.Errorf("audit: insert: %w", err)
-	}
-	return nil
-}
-
-func normalize(r Record) Record {
+// Normalize fills the time (UTC) and a nil policy list.
+func Normalize(r Record) Record {
 	if r.Time.IsZero() {
 		r.Time = time.Now()
 	}

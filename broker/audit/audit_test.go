@@ -2,9 +2,10 @@ package audit_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
+	"strings"
 	"testing"
+	"unicode/utf8"
 	"time"
 
 	"github.com/ephemera-sh/ephemera/broker/audit"
@@ -12,14 +13,11 @@ import (
 
 func TestWriteLine(t *testing.T) {
 	var buf bytes.Buffer
-	l := audit.New(&buf, nil, nil)
-	err := l.Write(context.Background(), audit.Record{
+	l := audit.New(&buf, nil)
+	l.Line(audit.Record{
 		Time: time.Date(2026, 11, 17, 3, 0, 0, 0, time.FixedZone("x", 3600)), RequestID: "r1", Event: audit.EventIssue,
 		Decision: audit.Deny, Reason: "access_denied", Database: "unconfigured",
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var got map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
 		t.Fatalf("not one JSON line: %v: %s", err, buf.Bytes())
@@ -39,5 +37,20 @@ func TestWriteLine(t *testing.T) {
 	}
 	if bytes.Count(buf.Bytes(), []byte("\n")) != 1 {
 		t.Errorf("want exactly one line")
+	}
+}
+
+func TestCutCallerText(t *testing.T) {
+	long := strings.Repeat("é", 100) // 2 bytes each
+	got := audit.CutCallerText(long)
+	if len(got) != 64 || !utf8.ValidString(got) {
+		t.Fatalf("cut to %d bytes, valid %v", len(got), utf8.ValidString(got))
+	}
+	if audit.CutCallerText("readonly") != "readonly" {
+		t.Fatal("short text changed")
+	}
+	odd := "a" + strings.Repeat("é", 40) // a boundary falls inside a rune
+	if got := audit.CutCallerText(odd); len(got) != 63 || !utf8.ValidString(got) {
+		t.Fatalf("cut %q to %d bytes", got, len(got))
 	}
 }

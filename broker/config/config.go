@@ -24,6 +24,7 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,6 +54,17 @@ type Config struct {
 	// AWSProfiles by name (YAML aws_profiles): AWS sessions the broker can
 	// assume for workloads (POST /v1/aws-credentials).
 	AWSProfiles map[string]*AWSProfile
+	// DBTimeout bounds one request's database work, the wait for a pooled
+	// connection included (EPHEMERA_DB_TIMEOUT, default DefaultDBTimeout);
+	// past it the broker answers 503 database_unavailable.
+	DBTimeout time.Duration
+	// AdminPoolSize is the number of admin connections per database and
+	// broker process (YAML admin_pool_size, overridden by
+	// EPHEMERA_DB_POOL_SIZE; default DefaultAdminPoolSize). Lambda sends an
+	// instance one request at a time, and a request uses one connection at
+	// a time, so the default is small: the database's max_connections is
+	// shared by every broker instance (reserved concurrency × pool size).
+	AdminPoolSize int
 }
 
 // AWSProfile is one assumable AWS role with its limits.
@@ -105,15 +117,21 @@ type Role struct {
 
 // Defaults.
 const (
-	DefaultPort         = 5432
-	DefaultSSLMode      = "verify-full"
-	DefaultTTL          = 15 * time.Minute
-	DefaultMaxTTL       = time.Hour
-	DefaultMaxLeases    = 100
-	DefaultProofAge     = 5 * time.Minute
-	minAllowedTTL       = 5 * time.Second // short TTLs are how rotation and reaping are tested
-	maxAllowedTTL       = 7 * 24 * time.Hour
-	maxTemplatesOfAKind = 16
+	DefaultPort      = 5432
+	DefaultSSLMode   = "verify-full"
+	DefaultTTL       = 15 * time.Minute
+	DefaultMaxTTL    = time.Hour
+	DefaultMaxLeases = 100
+	DefaultProofAge  = 5 * time.Minute
+	// DefaultDBTimeout is EPHEMERA_DB_TIMEOUT's default.
+	DefaultDBTimeout = 5 * time.Second
+	// DefaultAdminPoolSize is admin_pool_size's default: one request at a
+	// time per Lambda instance needs one connection; the second is for the
+	// reaper's work that a broker does on issue.
+	DefaultAdminPoolSize = 2
+	minAllowedTTL        = 5 * time.Second // short TTLs are how rotation and reaping are tested
+	maxAllowedTTL        = 7 * 24 * time.Hour
+	maxTemplatesOfAKind  = 16
 )
 
 var (
@@ -129,6 +147,7 @@ type fileDoc struct {
 	AllowIAMUsers  bool               `yaml:"allow_iam_users"`
 	Databases      map[string]fileDB  `yaml:"databases"`
 	AWSProfiles    map[string]fileAWS `yaml:"aws_profiles"`
+	AdminPoolSize  int                `yaml:"admin_pool_size"`
 }
 
 type fileAWS struct {
@@ -224,6 +243,21 @@ func (c *Config) applyEnv(get func(string) string) error {
 		c.ProofMaxAge = d
 	}
 	c.Stage = get("EPHEMERA_STAGE")
+	c.DBTimeout = DefaultDBTimeout
+	if s := get("EPHEMERA_DB_TIMEOUT"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 100*time.Millisecond || d > time.Minute {
+			return fmt.Errorf("config: EPHEMERA_DB_TIMEOUT=%q must be a duration between 100ms and 1m", s)
+		}
+		c.DBTimeout = d
+	}
+	if s := get("EPHEMERA_DB_POOL_SIZE"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 100 {
+			return fmt.Errorf("config: EPHEMERA_DB_POOL_SIZE=%q must be a number from 1 to 100", s)
+		}
+		c.AdminPoolSize = n
+	}
 	for _, db := range c.Databases {
 		if db.Admin.Auth == "rds_iam" && db.Admin.Region == "" {
 			if c.Region == "" {
@@ -251,7 +285,14 @@ func Parse(data []byte) (*Config, error) {
 	if len(doc.Databases) == 0 {
 		return nil, errors.New("config: databases: at least one database is required")
 	}
-	cfg := &Config{Databases: map[string]*Database{}, AllowIAMUsers: doc.AllowIAMUsers}
+	cfg := &Config{Databases: map[string]*Database{}, AllowIAMUsers: doc.AllowIAMUsers,
+		AdminPoolSize: DefaultAdminPoolSize, DBTimeout: DefaultDBTimeout}
+	if doc.AdminPoolSize != 0 {
+		if doc.AdminPoolSize < 1 || doc.AdminPoolSize > 100 {
+			return nil, fmt.Errorf("config: admin_pool_size: %d must be from 1 to 100", doc.AdminPoolSize)
+		}
+		cfg.AdminPoolSize = doc.AdminPoolSize
+	}
 	for _, name := range sortedKeys(doc.Databases) {
 		db, err := parseDB(name, doc.Databases[name])
 		if err != nil {

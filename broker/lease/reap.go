@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
 )
 
@@ -29,9 +30,10 @@ type Execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
-// RecordFunc is called inside the reaping transaction for every outcome, so
-// that its audit row commits with it (exactly one row per revocation).
-type RecordFunc func(ctx context.Context, tx Execer, r Reaped) error
+// AuditFunc describes the audit record of an outcome. The store writes it
+// inside the transaction that revokes (or fails to revoke) the lease, so
+// exactly one row commits per outcome.
+type AuditFunc func(r Reaped) audit.Record
 
 // Hooks let tests interrupt a reap at precise points.
 type Hooks struct {
@@ -52,7 +54,7 @@ func (s *Store) SetHooks(h *Hooks) { s.hooks = h }
 // MaxBackoff) and never stops the batch. It returns the outcomes; an error
 // means the batch as a whole did not commit (nothing of it is lost: the
 // leases stay due).
-func (s *Store) ReapExpired(ctx context.Context, now time.Time, limit int, reason string, record RecordFunc) ([]Reaped, error) {
+func (s *Store) ReapExpired(ctx context.Context, now time.Time, limit int, reason string, record AuditFunc) ([]Reaped, error) {
 	now = now.UTC().Truncate(time.Microsecond)
 	var out []Reaped
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -66,14 +68,13 @@ func (s *Store) ReapExpired(ctx context.Context, now time.Time, limit int, reaso
 		var due []*Lease
 		var attempts []int
 		for rows.Next() {
-			var l Lease
 			var a int
-			if err := rows.Scan(&l.ID, &l.Database, &l.DBRole, &l.Username, &l.PrincipalARN, &l.Account, &l.Session, &l.MemberOf,
-				&l.IssuedAt, &l.ExpiresAt, &l.MaxExpiresAt, &l.RevokedAt, &l.RevokeReason, &a); err != nil {
+			l, err := scanLease(rows, &a)
+			if err != nil {
 				rows.Close()
 				return fmt.Errorf("scan due lease: %w", err)
 			}
-			due = append(due, &l)
+			due = append(due, l)
 			attempts = append(attempts, a)
 		}
 		if err := rows.Err(); err != nil {
@@ -93,7 +94,7 @@ func (s *Store) ReapExpired(ctx context.Context, now time.Time, limit int, reaso
 				return err // aborts the batch
 			}
 			if record != nil {
-				if err := record(ctx, tx, r); err != nil {
+				if err := insertAudit(ctx, tx, record(r)); err != nil {
 					return fmt.Errorf("record reap of %s: %w", l.ID, err)
 				}
 			}
@@ -176,7 +177,7 @@ type Claimed func(ctx context.Context, username string) (bool, error)
 // here (nor, per claimed, elsewhere) and have been seen orphaned for at
 // least grace. Sessions are terminated and the role dropped as a lease's
 // would be (objects go to the first group the role belongs to).
-func (s *Store) Sweep(ctx context.Context, now time.Time, grace time.Duration, claimed Claimed, record RecordFunc) ([]Reaped, error) {
+func (s *Store) Sweep(ctx context.Context, now time.Time, grace time.Duration, claimed Claimed, record AuditFunc) ([]Reaped, error) {
 	now = now.UTC().Truncate(time.Microsecond)
 	rows, err := s.pool.Query(ctx, `SELECT r.rolname FROM pg_roles r
 		WHERE r.rolname LIKE 'eph\_%' AND NOT EXISTS (
@@ -248,7 +249,7 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, grace time.Duration, c
 				return err
 			}
 			if record != nil {
-				if err := record(ctx, tx, r); err != nil {
+				if err := insertAudit(ctx, tx, record(r)); err != nil {
 					return err
 				}
 			}

@@ -9,18 +9,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
-)
-
-// Errors callers can test with errors.Is.
-var (
-	ErrNotFound = errors.New("lease: not found")
-	ErrExpired  = errors.New("lease: expired")
-	ErrRevoked  = errors.New("lease: revoked")
-	ErrLimit    = errors.New("lease: max_leases reached for this role")
 )
 
 // Lease is one issued credential's record. It holds no password.
@@ -81,18 +73,20 @@ type IssueRequest struct {
 	TTL          time.Duration
 	MaxTTL       time.Duration
 	MaxLeases    int
-	// Audit, if set, queues the lease's audit row (audit.Queue) in the
-	// issue transaction's batch, so the row commits with the lease.
-	Audit func(b *pgx.Batch, l *Lease)
+	// Audit is the allow record of the issue; the store fills in the
+	// lease's id and username and commits the row with the lease.
+	Audit audit.Record
 }
 
 const leaseColumns = `lease_id::text, database, db_role, username, principal_arn, account, session, member_of,
 	issued_at, expires_at, max_expires_at, revoked_at, coalesce(revoke_reason, '')`
 
-func scanLease(row pgx.Row) (*Lease, error) {
+// scanLease scans leaseColumns, then extra columns into extra.
+func scanLease(row pgx.Row, extra ...any) (*Lease, error) {
 	var l Lease
-	err := row.Scan(&l.ID, &l.Database, &l.DBRole, &l.Username, &l.PrincipalARN, &l.Account, &l.Session, &l.MemberOf,
-		&l.IssuedAt, &l.ExpiresAt, &l.MaxExpiresAt, &l.RevokedAt, &l.RevokeReason)
+	dst := append([]any{&l.ID, &l.Database, &l.DBRole, &l.Username, &l.PrincipalARN, &l.Account, &l.Session, &l.MemberOf,
+		&l.IssuedAt, &l.ExpiresAt, &l.MaxExpiresAt, &l.RevokedAt, &l.RevokeReason}, extra...)
+	err := row.Scan(dst...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -186,7 +180,7 @@ func (s *Store) Issue(ctx context.Context, r IssueRequest) (*Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lease: issue: %w", err)
 	}
-	roleSQL.WriteString("SELECT pg_advisory_xact_lock(hashtextextended(" + lockKey + ", 0))")
+	roleSQL.WriteString("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(" + lockKey + ", 0))")
 
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// No arguments: pgx sends it with the simple protocol, and the
@@ -208,9 +202,9 @@ func (s *Store) Issue(ctx context.Context, r IssueRequest) (*Lease, error) {
 				LIMIT $13) live) < $13`,
 			l.ID, l.Database, l.DBRole, l.Username, l.PrincipalARN, l.Account, l.Session, l.MemberOf,
 			l.IssuedAt, l.ExpiresAt, l.MaxExpiresAt, r.RequestID, r.MaxLeases)
-		if r.Audit != nil {
-			r.Audit(b, l)
-		}
+		row := r.Audit
+		row.Decision, row.Username, row.LeaseID = audit.Allow, l.Username, l.ID
+		queueAudit(b, row)
 		br := tx.SendBatch(ctx, b)
 		tag, err := br.Exec()
 		if err != nil {
@@ -221,11 +215,9 @@ func (s *Store) Issue(ctx context.Context, r IssueRequest) (*Lease, error) {
 			br.Close()
 			return ErrLimit
 		}
-		if r.Audit != nil {
-			if _, err := br.Exec(); err != nil {
-				br.Close()
-				return fmt.Errorf("insert audit row: %w", err)
-			}
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return fmt.Errorf("insert audit row: %w", err)
 		}
 		return br.Close()
 	})
@@ -247,30 +239,47 @@ func (s *Store) Get(ctx context.Context, id string) (*Lease, error) {
 	return l, err
 }
 
+// RenewRequest is everything Renew needs. The caller has verified the
+// holder, decided the policy and validated the TTL.
+type RenewRequest struct {
+	ID      string
+	TTL     time.Duration
+	Renewal []pgrole.Template
+	// Audit is the allow record; the store commits it with the renewal.
+	Audit audit.Record
+}
+
 // Renew extends the lease to now+ttl, capped at its max expiry, moving the
-// role's VALID UNTIL in the same transaction.
-func (s *Store) Renew(ctx context.Context, id string, ttl time.Duration, renewal []pgrole.Template, now time.Time) (*Lease, error) {
-	now = now.UTC().Truncate(time.Second)
+// role's VALID UNTIL and writing the audit row in the same transaction.
+// "Now" is the database's clock, read under the lease's row lock: a renew
+// serialized after a revocation's first step sees it and fails with
+// ErrRevoked, whatever the callers' clocks say.
+func (s *Store) Renew(ctx context.Context, r RenewRequest) (*Lease, error) {
 	var out *Lease
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		l, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1 AND database = $2 FOR UPDATE", id, s.database))
+		var now time.Time
+		var begun bool
+		row := tx.QueryRow(ctx, "SELECT "+leaseColumns+`, revoke_started_at IS NOT NULL, pg_catalog.now()
+			FROM ephemera.leases WHERE lease_id = $1 AND database = $2 FOR UPDATE`, r.ID, s.database)
+		l, err := scanLease(row, &begun, &now)
 		if err != nil {
 			return err
 		}
-		if l.RevokedAt != nil {
+		if l.RevokedAt != nil || begun {
 			return ErrRevoked
 		}
+		now = now.UTC().Truncate(time.Second)
 		if !now.Before(l.ExpiresAt) {
 			return ErrExpired
 		}
-		expires := now.Add(ttl)
+		expires := now.Add(r.TTL)
 		if expires.After(l.MaxExpiresAt) {
 			expires = l.MaxExpiresAt
 		}
 		if expires.Before(l.ExpiresAt) {
 			expires = l.ExpiresAt // a renewal never shortens a lease
 		}
-		for i, t := range renewal {
+		for i, t := range r.Renewal {
 			sql, err := t.Render(pgrole.Values{Name: l.Username, Expiration: expires})
 			if err != nil {
 				return fmt.Errorf("renewal[%d]: %w", i, err)
@@ -279,8 +288,13 @@ func (s *Store) Renew(ctx context.Context, id string, ttl time.Duration, renewal
 				return fmt.Errorf("renewal[%d]: %w", i, redactPgError(err))
 			}
 		}
-		if _, err := tx.Exec(ctx, "UPDATE ephemera.leases SET expires_at = $2 WHERE lease_id = $1", id, expires); err != nil {
+		if _, err := tx.Exec(ctx, "UPDATE ephemera.leases SET expires_at = $2 WHERE lease_id = $1", r.ID, expires); err != nil {
 			return fmt.Errorf("update lease: %w", err)
+		}
+		rec := r.Audit
+		rec.Decision, rec.Username, rec.LeaseID = audit.Allow, l.Username, l.ID
+		if err := insertAudit(ctx, tx, rec); err != nil {
+			return err
 		}
 		l.ExpiresAt = expires
 		out = l
@@ -295,66 +309,93 @@ func (s *Store) Renew(ctx context.Context, id string, ttl time.Duration, renewal
 	return out, nil
 }
 
-// Revoke ends the lease now: the role loses LOGIN, its sessions are
-// terminated, the role is dropped and the lease marked revoked with reason.
-// Revoking a revoked lease returns it unchanged (idempotent).
-func (s *Store) Revoke(ctx context.Context, id, reason string, now time.Time) (*Lease, error) {
-	now = now.UTC().Truncate(time.Microsecond) // PostgreSQL's precision
-	var l *Lease
-	// 1. No new logins, and the lease stops counting as live.
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
-		l, err = scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1 AND database = $2 FOR UPDATE", id, s.database))
+// RevokeRequest is everything Revoke needs. The caller has decided who may
+// revoke the lease.
+type RevokeRequest struct {
+	ID     string
+	Reason string
+	// Audit is the allow record of the revocation; the store commits it
+	// in the transaction that begins the revocation, and fills in the
+	// lease's database role, username and id.
+	Audit audit.Record
+}
+
+// Revoke ends the lease now, in three steps:
+//
+//  1. one transaction: the role loses LOGIN, the lease expires now and is
+//     marked as being revoked (renewals then fail with ErrRevoked), and the
+//     audit row commits;
+//  2. the user's sessions are terminated (and awaited);
+//  3. one transaction: the role is dropped and the lease marked revoked.
+//
+// A failure after step 1 is recorded on the lease and the reaper finishes
+// the job (the lease is due: it expired in step 1). Revoking a revoked
+// lease returns it unchanged and writes nothing: the caller audits the
+// repeat with AppendAudit. Revoked reports whether this call revoked it.
+func (s *Store) Revoke(ctx context.Context, r RevokeRequest) (l *Lease, revokedNow bool, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var begun bool
+		var now time.Time
+		l, err = scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+`, revoke_started_at IS NOT NULL, pg_catalog.now()
+			FROM ephemera.leases WHERE lease_id = $1 AND database = $2 FOR UPDATE`, r.ID, s.database), &begun, &now)
 		if err != nil || l.RevokedAt != nil {
 			return err
 		}
 		if err := disableLogin(ctx, tx, l.Username); err != nil {
 			return err
 		}
+		now = now.UTC()
 		if now.Before(l.ExpiresAt) {
-			_, err = tx.Exec(ctx, "UPDATE ephemera.leases SET expires_at = $2 WHERE lease_id = $1", id, now)
 			l.ExpiresAt = now
 		}
-		return err
+		if _, err := tx.Exec(ctx, `UPDATE ephemera.leases SET expires_at = $2,
+			revoke_started_at = coalesce(revoke_started_at, pg_catalog.now()) WHERE lease_id = $1`, r.ID, l.ExpiresAt); err != nil {
+			return fmt.Errorf("begin revocation: %w", err)
+		}
+		rec := r.Audit
+		rec.Decision, rec.DBRole, rec.Username, rec.LeaseID = audit.Allow, l.DBRole, l.Username, l.ID
+		return insertAudit(ctx, tx, rec)
 	})
 	if errors.Is(err, ErrNotFound) {
-		return nil, err
+		return nil, false, err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("lease: revoke: %w", err)
+		return nil, false, fmt.Errorf("lease: revoke: %w", err)
 	}
 	if l.RevokedAt != nil {
-		return l, nil
+		return l, false, nil
 	}
 	// 2. End its sessions (and wait until they are gone).
 	if err := TerminateSessions(ctx, s.pool, l.Username); err != nil {
-		return nil, s.recordFailure(ctx, id, err)
+		return nil, false, s.recordFailure(ctx, r.ID, err)
 	}
 	// 3. Drop the role and mark the lease revoked, together.
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		cur, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE lease_id = $1 AND database = $2 FOR UPDATE", id, s.database))
+		var now time.Time
+		cur, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+`, pg_catalog.now()
+			FROM ephemera.leases WHERE lease_id = $1 AND database = $2 FOR UPDATE`, r.ID, s.database), &now)
 		if err != nil {
 			return err
 		}
-		if cur.RevokedAt != nil { // a concurrent revoke won
+		if cur.RevokedAt != nil { // a concurrent revoke or the reaper won
 			l = cur
 			return nil
 		}
 		if err := dropRole(ctx, tx, l.Username, firstGroup(l.MemberOf)); err != nil && !errors.Is(err, ErrRoleGone) {
 			return err
 		}
-		revoked := now
+		revoked := now.UTC()
 		if _, err := tx.Exec(ctx, `UPDATE ephemera.leases SET revoked_at = $2, revoke_reason = $3,
-			last_error = NULL, next_attempt_at = NULL WHERE lease_id = $1`, id, revoked, reason); err != nil {
+			last_error = NULL, next_attempt_at = NULL WHERE lease_id = $1`, r.ID, revoked, r.Reason); err != nil {
 			return fmt.Errorf("mark revoked: %w", err)
 		}
-		l.RevokedAt, l.RevokeReason = &revoked, reason
+		l.RevokedAt, l.RevokeReason = &revoked, r.Reason
 		return nil
 	})
 	if err != nil {
-		return nil, s.recordFailure(ctx, id, err)
+		return nil, false, s.recordFailure(ctx, r.ID, err)
 	}
-	return l, nil
+	return l, true, nil
 }
 
 // recordFailure notes a failed revocation on the lease so the reaper retries it.
@@ -364,7 +405,7 @@ func (s *Store) recordFailure(ctx context.Context, id string, cause error) error
 		msg = msg[:500]
 	}
 	_, err := s.pool.Exec(context.WithoutCancel(ctx), `UPDATE ephemera.leases SET attempts = attempts + 1, last_error = $2,
-		next_attempt_at = now() + least(interval '5 minutes', interval '1 second' * power(2, least(attempts, 9)))
+		next_attempt_at = pg_catalog.now() + pg_catalog.least(interval '5 minutes', interval '1 second' * pg_catalog.power(2, pg_catalog.least(attempts, 9)))
 		WHERE lease_id = $1`, id, msg)
 	return errors.Join(fmt.Errorf("lease: revoke: %w", cause), err)
 }
@@ -478,26 +519,6 @@ func (s *Store) UseNonce(ctx context.Context, nonce string, expires time.Time) (
 	}
 	return tag.RowsAffected() == 1, nil
 }
-
-// redactPgError keeps a PostgreSQL error's code and message but not its
-// detail or the statement position: role statements carry a password verifier.
-func redactPgError(err error) error {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return &safePgError{code: pe.Code, msg: pe.Message, orig: pe}
-	}
-	return err
-}
-
-type safePgError struct {
-	code, msg string
-	orig      *pgconn.PgError
-}
-
-func (e *safePgError) Error() string { return fmt.Sprintf("%s (SQLSTATE %s)", e.msg, e.code) }
-
-// SQLState returns the error's SQLSTATE code.
-func (e *safePgError) SQLState() string { return e.code }
 
 // NewID returns a random (version 4) UUID.
 func NewID() (string, error) {

@@ -216,11 +216,10 @@ func record(database, event, reason string, o lease.Reaped) audit.Record {
 	return rec
 }
 
-// recorder writes the audit row inside the revoking transaction.
-func (r *Reaper) recorder(database, event, reason string) lease.RecordFunc {
-	return func(ctx context.Context, tx lease.Execer, o lease.Reaped) error {
-		return audit.Insert(ctx, tx, record(database, event, reason, o))
-	}
+// recorder describes the audit row that the store writes inside the
+// revoking transaction.
+func (r *Reaper) recorder(database, event, reason string) lease.AuditFunc {
+	return func(o lease.Reaped) audit.Record { return record(database, event, reason, o) }
 }
 
 // line writes the audit JSON line once the transaction committed.
