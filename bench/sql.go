@@ -288,7 +288,7 @@ func (e *env) replays(db string, sync, async *pgxpool.Pool) ([]replay, error) {
 			if _, err := stSync.ReapExpired(ctx, time.Now(), 3, "expired", nil); err != nil {
 				return err
 			}
-			return audit.Insert(ctx, auditPool, rec(user, l.ID))
+			return lease.NewStore(auditPool, db).AppendAudit(ctx, rec(user, l.ID))
 		}
 	}
 	// pipelined is the same work in two round trips: the nonce, then one

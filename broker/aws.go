@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"net/http"
 	"regexp"
@@ -15,26 +14,18 @@ import (
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/ephemera-sh/ephemera/broker/attest"
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/policy"
 )
 
-type awsRequest struct {
-	Identity   *attest.Proof `json:"identity"`
-	Profile    string        `json:"profile"`
-	TTLSeconds *int64        `json:"ttl_seconds"`
-}
-
-// AWSCredential is the answer of POST /v1/aws-credentials. Like Credential,
-// it is never logged.
-type AWSCredential struct {
-	LeaseID         string    `json:"lease_id"`
-	AccessKeyID     string    `json:"access_key_id"`
-	SecretAccessKey string    `json:"secret_access_key"`
-	SessionToken    string    `json:"session_token"`
-	Expiration      time.Time `json:"expiration"`
+// AssumeAWSInput asks for an AWS session of a configured profile.
+type AssumeAWSInput struct {
+	Identity Identity
+	Profile  string
+	// TTLSeconds is the session's lifetime; nil means the profile's default.
+	TTLSeconds *int64
 }
 
 // assumer is the part of the STS client the broker uses.
@@ -70,80 +61,83 @@ func stsName(s string) string {
 	return s
 }
 
-func (b *Broker) handleAWSCredentials(r *http.Request, ri *reqInfo) (status int, body any, aerr *apiError) {
-	ctx := r.Context()
-	rec := b.record(ri, audit.EventAssume)
+// AssumeAWS verifies the caller, decides assume on the profile, and asks
+// STS for a session of the profile's role: RoleSessionName is the function,
+// SourceIdentity the workload's role (so CloudTrail names it), with the
+// profile's session policy and tags. Audited as event assume in the
+// replay database.
+func (b *Broker) AssumeAWS(ctx context.Context, in AssumeAWSInput) (out *api.AWSCredential, err error) {
+	info := b.requestInfo(ctx)
+	rec := newRecord(info, audit.EventAssume)
 	rec.Database = b.cfg.ReplayDatabase // AWS sessions are audited in the state database
-	defer func() { b.finish(ctx, ri, rec, aerr) }()
-	var req awsRequest
-	if aerr = decode(r, &req); aerr != nil {
-		return
-	}
-	rec.AWSProfile = req.Profile
-	p, err := b.verify(ctx, req.Identity)
+	rec.AWSProfile = callerText(in.Profile)
+	defer func() { b.finish(ctx, info, rec, err, false) }()
+	dbctx, cancel := b.dbDeadline(ctx)
+	defer cancel()
+
+	c, err := b.authenticate(dbctx, in.Identity, false)
 	if err != nil {
-		return 0, nil, fromVerify(err)
+		return nil, err
 	}
-	withPrincipal(&rec, p)
-	prof := b.cfg.AWSProfiles[req.Profile]
+	withCaller(&rec, c)
+	prof := b.cfg.AWSProfiles[in.Profile]
 	if prof == nil {
-		return 0, nil, fail(CodeNotFound, fmt.Sprintf("AWS profile %q is not configured", truncate(req.Profile, 64)))
+		return nil, notConfigured("AWS profile %q is not configured", in.Profile)
 	}
 	ttl := prof.DefaultTTL
-	if req.TTLSeconds != nil {
-		switch secs := *req.TTLSeconds; {
+	if in.TTLSeconds != nil {
+		switch secs := *in.TTLSeconds; {
 		case secs > int64(prof.MaxTTL/time.Second):
-			return 0, nil, fail(CodeTTLExceedsMax, fmt.Sprintf("ttl_seconds %d exceeds the profile's max_ttl of %d", secs, int64(prof.MaxTTL/time.Second)))
+			return nil, api.Errorf(api.CodeTTLExceedsMax, "ttl_seconds %d exceeds the profile's max_ttl of %d", secs, int64(prof.MaxTTL/time.Second))
 		case secs < 900:
-			return 0, nil, fail(CodeInvalidRequest, "ttl_seconds must be at least 900 (the STS minimum)")
+			return nil, api.Errorf(api.CodeInvalidRequest, "ttl_seconds must be at least 900 (the STS minimum)")
 		default:
 			ttl = time.Duration(secs) * time.Second
 		}
 	}
 	rec.TTLSeconds = int64(ttl / time.Second)
-	preq := b.policyRequest(p, ri, policy.ActionAssume, "", "", ttl)
+	preq := b.policyRequest(c, info, policy.ActionAssume, "", "", ttl)
 	preq.Profile = prof.Name
-	if aerr = b.decide(&rec, preq); aerr != nil {
-		aerr.Message = fmt.Sprintf("no policy permits assume of AWS profile %q", prof.Name)
-		return 0, nil, aerr
+	if err := b.decide(ctx, &rec, c, preq); err != nil {
+		return nil, err
 	}
 	if b.assumer == nil {
-		return 0, nil, &apiError{Code: CodeSTSUnavailable, Message: "the broker has no AWS credentials to assume roles with"}
+		return nil, &api.Error{Code: api.CodeSTSUnavailable, Message: "the broker has no AWS credentials to assume roles with", RetryAfter: api.DefaultRetryAfter}
 	}
 	leaseID, err := lease.NewID()
 	if err != nil {
-		return 0, nil, &apiError{Code: CodeInternal, Message: "internal error", cause: err}
+		return nil, internal(err)
 	}
-	in := &sts.AssumeRoleInput{
+	req := &sts.AssumeRoleInput{
 		RoleArn:         aws.String(prof.RoleARN),
-		RoleSessionName: aws.String(stsName(p.Session)),
-		SourceIdentity:  aws.String(stsName(p.Role)),
+		RoleSessionName: aws.String(stsName(c.principal.Session)),
+		SourceIdentity:  aws.String(stsName(c.principal.Role)),
 		DurationSeconds: aws.Int32(int32(ttl / time.Second)),
 	}
 	if prof.SessionPolicy != "" {
-		in.Policy = aws.String(prof.SessionPolicy)
+		req.Policy = aws.String(prof.SessionPolicy)
 	}
 	for _, k := range slices.Sorted(maps.Keys(prof.SessionTags)) {
-		in.Tags = append(in.Tags, ststypes.Tag{Key: aws.String(k), Value: aws.String(prof.SessionTags[k])})
+		req.Tags = append(req.Tags, ststypes.Tag{Key: aws.String(k), Value: aws.String(prof.SessionTags[k])})
 	}
-	rec.SourceIdentity, rec.LeaseID = *in.SourceIdentity, leaseID
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	out, err := b.assumer.AssumeRole(actx, in)
+	rec.SourceIdentity, rec.LeaseID = *req.SourceIdentity, leaseID
+	actx, cancelSTS := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelSTS()
+	resp, err := b.assumer.AssumeRole(actx, req)
 	if err != nil {
 		msg := "STS did not issue the session"
 		var ae smithy.APIError
 		if errors.As(err, &ae) {
 			msg += ": " + ae.ErrorCode() // codes only: messages may echo request data
 		}
-		return 0, nil, &apiError{Code: CodeSTSUnavailable, Message: msg, cause: errors.New(msg)}
+		return nil, &api.Error{Code: api.CodeSTSUnavailable, Message: msg, Cause: errors.New(msg), RetryAfter: api.DefaultRetryAfter}
 	}
-	c := out.Credentials
-	if c == nil || c.AccessKeyId == nil || c.SecretAccessKey == nil || c.SessionToken == nil || c.Expiration == nil {
-		return 0, nil, &apiError{Code: CodeSTSUnavailable, Message: "STS answered without credentials"}
+	cr := resp.Credentials
+	if cr == nil || cr.AccessKeyId == nil || cr.SecretAccessKey == nil || cr.SessionToken == nil || cr.Expiration == nil {
+		return nil, &api.Error{Code: api.CodeSTSUnavailable, Message: "STS answered without credentials", RetryAfter: api.DefaultRetryAfter}
 	}
-	return http.StatusCreated, AWSCredential{
-		LeaseID: leaseID, AccessKeyID: *c.AccessKeyId, SecretAccessKey: *c.SecretAccessKey,
-		SessionToken: *c.SessionToken, Expiration: c.Expiration.UTC(),
+	return &api.AWSCredential{
+		LeaseID: leaseID, AccessKeyID: *cr.AccessKeyId, SecretAccessKey: *cr.SecretAccessKey,
+		SessionToken: *cr.SessionToken, Expiration: cr.Expiration.UTC(),
 	}, nil
 }

@@ -13,9 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/ephemera-sh/ephemera/broker/admindb"
 	"github.com/ephemera-sh/ephemera/broker/attest"
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/config"
@@ -56,8 +54,7 @@ type Broker struct {
 	cfg      *config.Config
 	policies *policy.Set
 	verifier *attest.Verifier
-	stores   map[string]*lease.Store
-	pools    map[string]*pgxpool.Pool
+	stores   *lease.Stores
 	audit    *audit.Log
 	reaper   *reaper.Reaper
 	assumer  assumer
@@ -75,7 +72,7 @@ func New(ctx context.Context, opts Options) (_ *Broker, err error) {
 	if cfg == nil {
 		return nil, errors.New("broker: Options.Config is required")
 	}
-	b := &Broker{cfg: cfg, log: opts.Logger, now: opts.Now, stores: map[string]*lease.Store{}, pools: map[string]*pgxpool.Pool{}}
+	b := &Broker{cfg: cfg, log: opts.Logger, now: opts.Now}
 	if b.log == nil {
 		b.log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
@@ -96,20 +93,11 @@ func New(ctx context.Context, opts Options) (_ *Broker, err error) {
 	if b.policies.Len() == 0 {
 		b.log.Warn("no policies loaded: every request will be denied", "policy_dir", cfg.PolicyDir)
 	}
-	b.pools, err = admindb.OpenAll(ctx, cfg, admindb.Options{Getenv: opts.Getenv, AWS: opts.AWS})
+	b.stores, err = lease.Open(ctx, cfg, lease.OpenOptions{Getenv: opts.Getenv, AWS: opts.AWS})
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	for name, pool := range b.pools {
-		b.stores[name] = lease.NewStore(pool, name)
-	}
-	out := orDefault(opts.AuditOut, io.Writer(os.Stdout))
-	b.audit = audit.New(out, b.pools, b.log)
-	b.metrics = opts.Metrics
-	if b.metrics == nil {
-		b.metrics = metrics.New(out)
-	}
-	b.reaper = reaper.New(b.stores, b.audit, b.log, reaper.Config{Now: b.now, Metrics: b.metrics})
+	b.wire(opts.AuditOut, opts.Metrics)
 	b.verifier, err = attest.NewVerifier(attest.Config{
 		Audience:      cfg.Audience,
 		Region:        cfg.Region,
@@ -117,7 +105,7 @@ func New(ctx context.Context, opts Options) (_ *Broker, err error) {
 		Endpoint:      cfg.STSEndpoint,
 		MaxAge:        cfg.ProofMaxAge,
 		AllowIAMUsers: cfg.AllowIAMUsers,
-		Nonces:        b.stores[cfg.ReplayDatabase],
+		Nonces:        b.stores.Get(cfg.ReplayDatabase),
 		HTTPClient:    stsClient(opts.STSClient),
 		Now:           b.now,
 	})
@@ -146,18 +134,48 @@ func orDefault[T comparable](v, def T) T {
 	return v
 }
 
+// ForOperator returns a broker over already-open stores that serves only
+// an operator's Revoke and AdminRevoke (the CLI's break-glass revocation):
+// it has no proof verifier and no policies. auditOut receives the audit
+// lines (default os.Stdout).
+func ForOperator(stores *lease.Stores, logger *slog.Logger, auditOut io.Writer) *Broker {
+	b := &Broker{cfg: &config.Config{}, stores: stores, log: logger, now: time.Now}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	b.wire(auditOut, nil)
+	return b
+}
+
+// wire builds the audit log, metrics and reaper over b.stores.
+func (b *Broker) wire(auditOut io.Writer, m *metrics.Emitter) {
+	out := orDefault(auditOut, io.Writer(os.Stdout))
+	b.audit = audit.New(out, b.log)
+	b.metrics = m
+	if b.metrics == nil {
+		b.metrics = metrics.New(out)
+	}
+	b.reaper = reaper.New(b.stores.All(), b.audit, b.log, reaper.Config{Now: b.now, Metrics: b.metrics})
+}
+
 // Close closes the database pools.
 func (b *Broker) Close() {
-	for _, p := range b.pools {
-		p.Close()
+	if b.stores != nil {
+		b.stores.Close()
 	}
 }
 
 // Reaper returns the broker's reaper (the same one functions/reaper runs).
 func (b *Broker) Reaper() *reaper.Reaper { return b.reaper }
 
+// Stores returns the lease stores of the configured databases.
+func (b *Broker) Stores() *lease.Stores { return b.stores }
+
 // Store returns the lease store of a configured database, or nil.
-func (b *Broker) Store(database string) *lease.Store { return b.stores[database] }
+func (b *Broker) Store(database string) *lease.Store { return b.stores.Get(database) }
+
+// databaseNames lists the databases the broker serves, sorted.
+func (b *Broker) databaseNames() []string { return b.stores.Names() }
 
 // stsClient is the client for STS: the caller's, or one with the 2 s
 // timeout and no redirects; either way each call is a remote trace subsegment.

@@ -2,107 +2,59 @@ package broker
 
 import (
 	"errors"
-	"net"
-	"net/http"
+	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/broker/attest"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 )
 
-// API error codes (DESIGN §4).
-const (
-	CodeInvalidRequest      = "invalid_request"
-	CodeTTLExceedsMax       = "ttl_exceeds_max"
-	CodeInvalidProof        = attest.CodeInvalidProof
-	CodeStaleProof          = attest.CodeStaleProof
-	CodeReplayedProof       = attest.CodeReplayedProof
-	CodeIdentityRejected    = attest.CodeIdentityRejected
-	CodeAccessDenied        = "access_denied"
-	CodeNotFound            = "not_found"
-	CodeLeaseExpired        = "lease_expired"
-	CodeLeaseRevoked        = "lease_revoked"
-	CodePayloadTooLarge     = "payload_too_large"
-	CodeLeaseLimit          = "lease_limit"
-	CodeSTSUnavailable      = attest.CodeSTSUnavailable
-	CodeDatabaseUnavailable = "database_unavailable"
-	CodeInternal            = "internal"
-)
+// The use cases return *api.Error: callers classify with
+// errors.Is(err, api.ErrLeaseRevoked) or read api.CodeOf(err). Every
+// failure of PostgreSQL to answer (down, starting, saturated, terminated,
+// past the request's deadline) is database_unavailable, never internal.
 
-var statusOf = map[string]int{
-	CodeInvalidRequest:      http.StatusBadRequest,
-	CodeTTLExceedsMax:       http.StatusBadRequest,
-	CodeInvalidProof:        http.StatusUnauthorized,
-	CodeStaleProof:          http.StatusUnauthorized,
-	CodeReplayedProof:       http.StatusUnauthorized,
-	CodeIdentityRejected:    http.StatusUnauthorized,
-	CodeAccessDenied:        http.StatusForbidden,
-	CodeNotFound:            http.StatusNotFound,
-	CodeLeaseExpired:        http.StatusConflict,
-	CodeLeaseRevoked:        http.StatusConflict,
-	CodePayloadTooLarge:     http.StatusRequestEntityTooLarge,
-	CodeLeaseLimit:          http.StatusTooManyRequests,
-	CodeSTSUnavailable:      http.StatusServiceUnavailable,
-	CodeDatabaseUnavailable: http.StatusServiceUnavailable,
-	CodeInternal:            http.StatusInternalServerError,
-}
-
-// apiError is an answer other than success. Message is returned to the
-// caller and must never hold a password, signature or token; cause is logged.
-type apiError struct {
-	Code    string
-	Message string
-	cause   error
-}
-
-func (e *apiError) Error() string { return e.Code + ": " + e.Message }
-
-func fail(code, msg string) *apiError { return &apiError{Code: code, Message: msg} }
-
-// Status is the HTTP status of the error's code.
-func (e *apiError) Status() int {
-	if s, ok := statusOf[e.Code]; ok {
-		return s
-	}
-	return http.StatusInternalServerError
-}
-
-// fromVerify maps a verification error to an API error.
-func fromVerify(err error) *apiError {
+// fromVerify maps a proof verification error to an API error.
+func fromVerify(err error) error {
 	var ae *attest.Error
 	if errors.As(err, &ae) {
-		return &apiError{Code: ae.Code, Message: ae.Message, cause: err}
+		code := api.Code(ae.Code)
+		// The nonce step's store failure: the database, not the proof.
+		if code == api.CodeInternal && lease.Unavailable(err) {
+			return unavailable(err)
+		}
+		return &api.Error{Code: code, Message: ae.Message, Cause: err}
 	}
-	return &apiError{Code: CodeInternal, Message: "identity verification failed", cause: err}
+	if lease.Unavailable(err) {
+		return unavailable(err)
+	}
+	return api.Wrap(api.CodeInternal, err, "identity verification failed")
 }
 
 // fromStore maps a lease store error to an API error.
-func fromStore(err error) *apiError {
+func fromStore(err error) error {
 	switch {
+	case err == nil:
+		return nil
+	case api.CodeOf(err) != "":
+		return err
 	case errors.Is(err, lease.ErrNotFound):
-		return &apiError{Code: CodeNotFound, Message: "no such lease", cause: err}
+		return api.Wrap(api.CodeNotFound, err, "no such lease")
 	case errors.Is(err, lease.ErrExpired):
-		return &apiError{Code: CodeLeaseExpired, Message: "the lease has expired", cause: err}
+		return api.Wrap(api.CodeLeaseExpired, err, "the lease has expired")
 	case errors.Is(err, lease.ErrRevoked):
-		return &apiError{Code: CodeLeaseRevoked, Message: "the lease was revoked", cause: err}
+		return api.Wrap(api.CodeLeaseRevoked, err, "the lease was revoked")
 	case errors.Is(err, lease.ErrLimit):
-		return &apiError{Code: CodeLeaseLimit, Message: "the role has reached max_leases", cause: err}
-	case databaseUnavailable(err):
-		return &apiError{Code: CodeDatabaseUnavailable, Message: "the database is unavailable", cause: err}
+		return &api.Error{Code: api.CodeLeaseLimit, Message: "the role has reached max_leases", Cause: err, RetryAfter: 5 * time.Second}
+	case lease.Unavailable(err):
+		return unavailable(err)
 	}
-	return &apiError{Code: CodeInternal, Message: "internal error", cause: err}
+	return api.Wrap(api.CodeInternal, err, "internal error")
 }
 
-// databaseUnavailable reports errors of reaching the database rather than of
-// a statement: connect failures, timeouts, network errors, shutdowns.
-func databaseUnavailable(err error) bool {
-	var ce *pgconn.ConnectError
-	var ne net.Error
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		// 08: connection exception; 57P0x: admin/crash shutdown, cannot connect now; 53: insufficient resources
-		return len(pe.Code) == 5 && (pe.Code[:2] == "08" || pe.Code[:4] == "57P0" || pe.Code[:2] == "53")
-	}
-	return errors.As(err, &ce) || errors.As(err, &ne) || pgconn.Timeout(err)
+func unavailable(err error) error {
+	return &api.Error{Code: api.CodeDatabaseUnavailable, Message: "the database is unavailable; retry later",
+		Cause: err, RetryAfter: api.DefaultRetryAfter}
 }
+
+func internal(err error) error { return api.Wrap(api.CodeInternal, err, "internal error") }

@@ -1,7 +1,10 @@
 package broker
 
 import (
+	"encoding/json"
 	"testing"
+
+	"github.com/ephemera-sh/ephemera/broker/api"
 )
 
 // FuzzDecodeRequest: the request decoder never panics, and whatever it
@@ -21,16 +24,25 @@ func FuzzDecodeRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var ir issueRequest
+		var ir api.IssueRequest
 		if err := decodeBytes(data, &ir); err != nil {
-			if err.Code != CodeInvalidRequest {
-				t.Fatalf("decode error code %q", err.Code)
+			if code := api.CodeOf(err); code != api.CodeInvalidRequest {
+				t.Fatalf("decode error code %q", code)
 			}
 			return
 		}
-		var rr renewRequest
+		// Whatever was accepted re-encodes and decodes to the same request.
+		again, err := json.Marshal(ir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ir2 api.IssueRequest
+		if err := decodeBytes(again, &ir2); err != nil {
+			t.Fatalf("re-encoded request refused: %v", err)
+		}
+		var rr api.RenewRequest
 		_ = decodeBytes(data, &rr)
-		var ar adminRevokeRequest
+		var ar api.AdminRevokeRequest
 		_ = decodeBytes(data, &ar)
 	})
 }

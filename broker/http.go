@@ -1,7 +1,7 @@
 package broker
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,77 +10,131 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"time"
 
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 )
 
 // MaxBodyBytes is the largest request body the API accepts.
-const MaxBodyBytes = 64 << 10
+const MaxBodyBytes = api.MaxBodyBytes
 
-// Handler returns the broker's HTTP API (DESIGN §4).
+// Handler returns the broker's HTTP API. It only decodes, calls a use case
+// and encodes: the use cases (Issue, Renew, Revoke, AdminRevoke, AssumeAWS)
+// know no transport.
 func (b *Broker) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/credentials", b.route(http.MethodPost, b.handleIssue))
-	mux.HandleFunc("/v1/leases/{lease_id}/renew", b.route(http.MethodPost, b.handleRenew))
-	mux.HandleFunc("/v1/leases/{lease_id}/revoke", b.route(http.MethodPost, b.handleRevoke))
-	mux.HandleFunc("/v1/admin/revoke", b.route(http.MethodPost, b.handleAdminRevoke))
-	mux.HandleFunc("/v1/aws-credentials", b.route(http.MethodPost, b.handleAWSCredentials))
-	mux.HandleFunc("/v1/health", b.route(http.MethodGet, b.handleHealth))
-	mux.HandleFunc("/", b.route("", func(*http.Request, *reqInfo) (int, any, *apiError) {
-		return 0, nil, fail(CodeNotFound, "no such endpoint")
+	mux.Handle(api.PathCredentials, b.route(http.MethodPost, func(ctx context.Context, r *http.Request) (int, any, error) {
+		var req api.IssueRequest
+		if err := decode(r, &req); err != nil {
+			b.finishUndecoded(ctx, "issue", err)
+			return 0, nil, err
+		}
+		out, err := b.Issue(ctx, IssueInput{Identity: Proof(req.Identity), Database: req.Database, Role: req.Role, TTLSeconds: req.TTLSeconds})
+		return http.StatusCreated, out, err
+	}))
+	mux.Handle(api.PathRenew, b.route(http.MethodPost, func(ctx context.Context, r *http.Request) (int, any, error) {
+		var req api.RenewRequest
+		if err := decode(r, &req); err != nil {
+			b.finishUndecoded(ctx, "renew", err)
+			return 0, nil, err
+		}
+		out, err := b.Renew(ctx, RenewInput{Identity: Proof(req.Identity), LeaseID: r.PathValue("lease_id"), TTLSeconds: req.TTLSeconds})
+		return http.StatusOK, out, err
+	}))
+	mux.Handle(api.PathRevoke, b.route(http.MethodPost, func(ctx context.Context, r *http.Request) (int, any, error) {
+		var req api.RevokeRequest
+		if err := decode(r, &req); err != nil {
+			b.finishUndecoded(ctx, "revoke", err)
+			return 0, nil, err
+		}
+		out, err := b.Revoke(ctx, RevokeInput{Identity: Proof(req.Identity), LeaseID: r.PathValue("lease_id")})
+		return http.StatusOK, out, err
+	}))
+	mux.Handle(api.PathAdminRevoke, b.route(http.MethodPost, func(ctx context.Context, r *http.Request) (int, any, error) {
+		var req api.AdminRevokeRequest
+		if err := decode(r, &req); err != nil {
+			b.finishUndecoded(ctx, "admin_revoke", err)
+			return 0, nil, err
+		}
+		out, err := b.AdminRevoke(ctx, AdminRevokeInput{Identity: Proof(req.Identity), PrincipalARN: req.PrincipalARN, Database: req.Database})
+		return http.StatusOK, out, err
+	}))
+	mux.Handle(api.PathAWSCredentials, b.route(http.MethodPost, func(ctx context.Context, r *http.Request) (int, any, error) {
+		var req api.AWSCredentialsRequest
+		if err := decode(r, &req); err != nil {
+			b.finishUndecoded(ctx, "assume", err)
+			return 0, nil, err
+		}
+		out, err := b.AssumeAWS(ctx, AssumeAWSInput{Identity: Proof(req.Identity), Profile: req.Profile, TTLSeconds: req.TTLSeconds})
+		return http.StatusCreated, out, err
+	}))
+	mux.Handle(api.PathHealth, b.route(http.MethodGet, func(context.Context, *http.Request) (int, any, error) {
+		return http.StatusOK, api.Health{Status: "ok", Version: Version}, nil
+	}))
+	mux.Handle("/", b.route("", func(context.Context, *http.Request) (int, any, error) {
+		return 0, nil, api.Errorf(api.CodeNotFound, "no such endpoint")
 	}))
 	return mux
 }
 
-// reqInfo is per-request state shared by the route wrapper and handlers.
-type reqInfo struct {
-	id       string
-	start    time.Time
-	sourceIP netip.Addr
-}
+type handlerFunc func(ctx context.Context, r *http.Request) (status int, body any, err error)
 
-type handlerFunc func(r *http.Request, ri *reqInfo) (status int, body any, err *apiError)
-
-// route wraps a handler: request id, method check, JSON answer, one log line.
-func (b *Broker) route(method string, h handlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		ri := &reqInfo{start: b.now(), sourceIP: sourceIP(r)}
+// route wraps a handler: request id and info in the context, method check,
+// JSON answer (the error document, with Retry-After on 503 and 429), one
+// log line.
+func (b *Broker) route(method string, h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := RequestInfo{Received: b.now(), SourceIP: sourceIP(r)}
 		id, err := lease.NewID()
 		if err != nil {
 			id = "unavailable"
 		}
-		ri.id = id
-		w.Header().Set("X-Request-Id", ri.id)
+		info.ID = id
+		ctx := NewContext(r.Context(), info)
+		w.Header().Set("X-Request-Id", info.ID)
 		var status int
 		var body any
-		var aerr *apiError
 		if method != "" && r.Method != method {
 			w.Header().Set("Allow", method)
-			aerr = fail(CodeInvalidRequest, fmt.Sprintf("method %s is not allowed here; use %s", r.Method, method))
+			err = api.Errorf(api.CodeInvalidRequest, "method %s is not allowed here; use %s", r.Method, method)
 		} else {
-			status, body, aerr = h(r, ri)
+			status, body, err = h(ctx, r)
 		}
-		code := ""
-		if aerr != nil {
-			status, code = aerr.Status(), aerr.Code
-			body = map[string]any{"error": map[string]string{"code": aerr.Code, "message": aerr.Message, "request_id": ri.id}}
+		var aerr *api.Error
+		if err != nil {
+			if !errors.As(err, &aerr) {
+				aerr = internal(err).(*api.Error)
+			}
+			status = aerr.Status()
+			doc := aerr.Document()
+			doc.Error.RequestID = info.ID
+			body = doc
+			if ra := aerr.RetryAfterHeader(); ra != "" {
+				w.Header().Set("Retry-After", ra)
+			}
 		}
 		writeJSON(w, status, body)
-		attrs := []any{"request_id", ri.id, "method", r.Method, "path", r.URL.Path, "status", status,
-			"latency_ms", float64(b.now().Sub(ri.start).Microseconds()) / 1000}
+		attrs := []any{"request_id", info.ID, "method", r.Method, "path", r.URL.Path, "status", status,
+			"latency_ms", float64(b.now().Sub(info.Received).Microseconds()) / 1000}
 		if aerr != nil {
-			attrs = append(attrs, "code", code)
-			if aerr.cause != nil {
-				attrs = append(attrs, "cause", aerr.cause.Error())
+			attrs = append(attrs, "code", string(aerr.Code))
+			if aerr.Cause != nil {
+				attrs = append(attrs, "cause", aerr.Cause.Error())
 			}
 		}
 		if aerr != nil && aerr.Status() >= 500 {
-			b.log.ErrorContext(r.Context(), "request", attrs...)
+			b.log.ErrorContext(ctx, "request", attrs...)
 		} else {
-			b.log.InfoContext(r.Context(), "request", attrs...)
+			b.log.InfoContext(ctx, "request", attrs...)
 		}
-	}
+	})
+}
+
+// finishUndecoded audits a request whose body could not be read: it names
+// nothing, so only the JSON line is written.
+func (b *Broker) finishUndecoded(ctx context.Context, event string, err error) {
+	info := b.requestInfo(ctx)
+	b.finish(ctx, info, newRecord(info, event), err, false)
 }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {
@@ -95,54 +149,30 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 	_, _ = w.Write(append(data, '\n'))
 }
 
-// decode reads a JSON body of at most MaxBodyBytes into dst, rejecting
-// unknown fields and trailing data.
-func decode(r *http.Request, dst any) *apiError {
+// decode reads a JSON body of at most MaxBodyBytes into dst with the strict
+// rules of api.Unmarshal.
+func decode(r *http.Request, dst any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			return fail(CodeInvalidRequest, "Content-Type must be application/json")
+			return api.Errorf(api.CodeInvalidRequest, "Content-Type must be application/json")
 		}
 	}
 	data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return fail(CodePayloadTooLarge, fmt.Sprintf("the body exceeds %d bytes", MaxBodyBytes))
+			return api.Errorf(api.CodePayloadTooLarge, "the body exceeds %d bytes", MaxBodyBytes)
 		}
-		return fail(CodeInvalidRequest, "the body could not be read")
+		return api.Errorf(api.CodeInvalidRequest, "the body could not be read")
 	}
 	return decodeBytes(data, dst)
 }
 
-func decodeBytes(data []byte, dst any) *apiError {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		return fail(CodeInvalidRequest, "the body is not the expected JSON: "+jsonProblem(err))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fail(CodeInvalidRequest, "the body has data after the JSON object")
+func decodeBytes(data []byte, dst any) error {
+	if err := api.Unmarshal(data, dst); err != nil {
+		return api.Wrap(api.CodeInvalidRequest, err, fmt.Sprintf("the body is not the expected JSON: %v", err))
 	}
 	return nil
-}
-
-// jsonProblem describes a decoding error without echoing the body's values.
-func jsonProblem(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.Is(err, io.EOF):
-		return "empty body"
-	case errors.As(err, &se):
-		return fmt.Sprintf("syntax error at byte %d", se.Offset)
-	case errors.As(err, &te):
-		return fmt.Sprintf("field %q must be %s", te.Field, te.Type)
-	}
-	msg := err.Error()
-	if len(msg) > 120 {
-		msg = msg[:120]
-	}
-	return msg // e.g. json: unknown field "x"; illegal base64 data at input byte N
 }
 
 func sourceIP(r *http.Request) netip.Addr {
@@ -155,8 +185,4 @@ func sourceIP(r *http.Request) netip.Addr {
 		return netip.Addr{}
 	}
 	return a.Unmap()
-}
-
-func (b *Broker) handleHealth(*http.Request, *reqInfo) (int, any, *apiError) {
-	return http.StatusOK, map[string]string{"status": "ok", "version": Version}, nil
 }

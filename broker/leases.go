@@ -3,38 +3,45 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net/http"
 	"regexp"
-	"time"
+	"strings"
 
-	"github.com/ephemera-sh/ephemera/broker/attest"
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/policy"
+	"github.com/ephemera-sh/ephemera/internal/trace"
 )
 
 var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
-type renewRequest struct {
-	Identity   *attest.Proof `json:"identity"`
-	TTLSeconds *int64        `json:"ttl_seconds"`
+// RenewInput asks to extend a lease.
+type RenewInput struct {
+	Identity   Identity
+	LeaseID    string
+	TTLSeconds *int64
 }
 
-type revokeRequest struct {
-	Identity *attest.Proof `json:"identity"`
+// RevokeInput asks to end a lease now.
+type RevokeInput struct {
+	Identity Identity
+	LeaseID  string
 }
 
-type adminRevokeRequest struct {
-	Identity     *attest.Proof `json:"identity"`
-	PrincipalARN string        `json:"principal_arn"`
-	Database     string        `json:"database"`
+// AdminRevokeInput asks to end every unrevoked lease of a principal.
+type AdminRevokeInput struct {
+	Identity Identity
+	// PrincipalARN is the role, as a canonical role ARN, a path-form role
+	// ARN or an assumed-role ARN of it.
+	PrincipalARN string
+	// Database limits the revocation to one database; "" means all.
+	Database string
 }
 
-// findLease looks the lease up in every configured database.
-func (b *Broker) findLease(ctx context.Context, id string) (*lease.Lease, *apiError) {
-	for _, name := range b.cfg.DatabaseNames() {
-		l, err := b.stores[name].Get(ctx, id)
+// findLease looks a lease up in every configured database.
+func (b *Broker) findLease(ctx context.Context, id string) (*lease.Lease, error) {
+	for _, name := range b.databaseNames() {
+		l, err := b.stores.Get(name).Get(ctx, id)
 		if errors.Is(err, lease.ErrNotFound) {
 			continue
 		}
@@ -43,181 +50,146 @@ func (b *Broker) findLease(ctx context.Context, id string) (*lease.Lease, *apiEr
 		}
 		return l, nil
 	}
-	return nil, fail(CodeNotFound, "no such lease")
+	return nil, api.Errorf(api.CodeNotFound, "no such lease")
 }
 
-// leaseRequest is the common start of renew and revoke: decode, verify,
-// find the lease. It fills rec as far as it gets.
-func (b *Broker) leaseRequest(r *http.Request, rec *audit.Record, dst any, proof func() *attest.Proof) (*attest.Principal, *lease.Lease, *apiError) {
-	ctx := r.Context()
-	id := r.PathValue("lease_id")
-	if aerr := decode(r, dst); aerr != nil {
-		return nil, nil, aerr
+// leaseRequest is the common start of renew and revoke: check the id,
+// verify the caller, find the lease. It fills rec as far as it gets.
+func (b *Broker) leaseRequest(ctx context.Context, rec *audit.Record, id Identity, leaseID string, operatorOK bool) (caller, *lease.Lease, error) {
+	if !uuidRE.MatchString(leaseID) {
+		return caller{}, nil, api.Errorf(api.CodeInvalidRequest, "lease_id must be a lowercase UUID")
 	}
-	if !uuidRE.MatchString(id) {
-		return nil, nil, fail(CodeInvalidRequest, "lease_id must be a lowercase UUID")
-	}
-	rec.LeaseID = id
-	p, err := b.verify(ctx, proof())
+	rec.LeaseID = leaseID
+	c, err := b.authenticate(ctx, id, operatorOK)
 	if err != nil {
-		return nil, nil, fromVerify(err)
+		return caller{}, nil, err
 	}
-	withPrincipal(rec, p)
-	l, aerr := b.findLease(ctx, id)
-	if aerr != nil {
-		return p, nil, aerr
+	withCaller(rec, c)
+	l, err := b.findLease(ctx, leaseID)
+	if err != nil {
+		return c, nil, err
 	}
 	rec.Database, rec.DBRole, rec.Username = l.Database, l.DBRole, l.Username
-	return p, l, nil
+	if c.principal == nil { // an operator acts on the holder's lease: record the holder
+		rec.PrincipalARN, rec.Account = l.PrincipalARN, l.Account
+	}
+	return c, l, nil
 }
 
-func (b *Broker) handleRenew(r *http.Request, ri *reqInfo) (status int, body any, aerr *apiError) {
-	ctx := r.Context()
-	rec := b.record(ri, audit.EventRenew)
-	defer func() { b.finish(ctx, ri, rec, aerr) }()
-	var req renewRequest
-	p, l, aerr := b.leaseRequest(r, &rec, &req, func() *attest.Proof { return req.Identity })
-	if aerr != nil {
-		return 0, nil, aerr
-	}
-	if l.PrincipalARN != p.RoleARN {
-		return 0, nil, fail(CodeAccessDenied, "only the principal that holds a lease may renew it")
-	}
-	db := b.cfg.Database(l.Database)
-	role := db.Roles[l.DBRole]
-	if role == nil {
-		return 0, nil, fail(CodeNotFound, fmt.Sprintf("role %q is no longer configured", l.DBRole))
-	}
-	ttl, aerr := ttlFor(req.TTLSeconds, role)
-	if aerr != nil {
-		return 0, nil, aerr
-	}
-	rec.TTLSeconds = int64(ttl / time.Second)
-	if aerr = b.decide(&rec, b.policyRequest(p, ri, policy.ActionRenew, l.Database, l.DBRole, ttl)); aerr != nil {
-		return 0, nil, aerr
-	}
-	renewed, err := b.stores[l.Database].Renew(ctx, l.ID, ttl, role.Renewal, ri.start)
+// Renew extends a lease held by the caller, never past its max expiry.
+// Once a revocation of the lease has begun, it fails with lease_revoked.
+func (b *Broker) Renew(ctx context.Context, in RenewInput) (out *api.Renewal, err error) {
+	info := b.requestInfo(ctx)
+	rec := newRecord(info, audit.EventRenew)
+	committed := false
+	defer func() { b.finish(ctx, info, rec, err, committed) }()
+	dbctx, cancel := b.dbDeadline(ctx)
+	defer cancel()
+
+	c, l, err := b.leaseRequest(dbctx, &rec, in.Identity, in.LeaseID, false)
 	if err != nil {
-		return 0, nil, fromStore(err)
+		return nil, err
 	}
-	return http.StatusOK, map[string]any{"lease_id": renewed.ID, "expires_at": renewed.ExpiresAt, "max_expires_at": renewed.MaxExpiresAt}, nil
+	if !samePrincipal(l.PrincipalARN, c.arn()) {
+		return nil, api.Errorf(api.CodeAccessDenied, "only the principal that holds a lease may renew it")
+	}
+	role := b.cfg.Database(l.Database).Roles[l.DBRole]
+	if role == nil {
+		return nil, api.Errorf(api.CodeNotFound, "role %q is no longer configured", l.DBRole)
+	}
+	ttl, err := ttlFor(in.TTLSeconds, role)
+	if err != nil {
+		return nil, err
+	}
+	rec.TTLSeconds = int64(ttl.Seconds())
+	if err := b.decide(ctx, &rec, c, b.policyRequest(c, info, policy.ActionRenew, l.Database, l.DBRole, ttl)); err != nil {
+		return nil, err
+	}
+	row := rec
+	row.LatencyMS = float64(b.now().Sub(info.Received).Microseconds()) / 1000
+	renewed, err := b.stores.Get(l.Database).Renew(dbctx, lease.RenewRequest{ID: l.ID, TTL: ttl, Renewal: role.Renewal, Audit: row})
+	if err != nil {
+		return nil, fromStore(err)
+	}
+	committed = true
+	return &api.Renewal{LeaseID: renewed.ID, ExpiresAt: renewed.ExpiresAt, MaxExpiresAt: renewed.MaxExpiresAt}, nil
 }
 
-func (b *Broker) handleRevoke(r *http.Request, ri *reqInfo) (status int, body any, aerr *apiError) {
-	ctx := r.Context()
-	rec := b.record(ri, audit.EventRevoke)
-	defer func() { b.finish(ctx, ri, rec, aerr) }()
-	var req revokeRequest
-	p, l, aerr := b.leaseRequest(r, &rec, &req, func() *attest.Proof { return req.Identity })
-	if aerr != nil {
-		return 0, nil, aerr
+// Revoke ends a lease now: its holder may, and so may a principal the
+// policy allows admin_revoke on the lease's database, and an operator.
+// Revoking a revoked lease succeeds again (idempotent).
+func (b *Broker) Revoke(ctx context.Context, in RevokeInput) (out *api.Revocation, err error) {
+	info := b.requestInfo(ctx)
+	rec := newRecord(info, audit.EventRevoke)
+	committed := false
+	defer func() { b.finish(ctx, info, rec, err, committed) }()
+	dbctx, cancel := b.dbDeadline(ctx)
+	defer cancel()
+
+	c, l, err := b.leaseRequest(dbctx, &rec, in.Identity, in.LeaseID, true)
+	if err != nil {
+		return nil, err
 	}
 	reason := "revoked by holder"
-	if l.PrincipalARN == p.RoleARN {
-		aerr = b.decide(&rec, b.policyRequest(p, ri, policy.ActionRevoke, l.Database, l.DBRole, 0))
-	} else {
+	switch {
+	case c.principal == nil:
+		reason, rec.Reason = "break-glass by "+c.operator, reasonBreakGlass
+	case samePrincipal(l.PrincipalARN, c.arn()):
+		err = b.decide(ctx, &rec, c, b.policyRequest(c, info, policy.ActionRevoke, l.Database, l.DBRole, 0))
+	default:
 		// Only an incident responder may revoke another principal's lease.
-		reason = "revoked by " + p.RoleARN
-		aerr = b.decide(&rec, b.policyRequest(p, ri, policy.ActionAdminRevoke, l.Database, "", 0))
-		if aerr != nil {
-			aerr.Message = "only the principal that holds a lease, or one allowed admin_revoke, may revoke it"
+		reason = "revoked by " + c.arn()
+		if err = b.decide(ctx, &rec, c, b.policyRequest(c, info, policy.ActionAdminRevoke, l.Database, "", 0)); err != nil {
+			err = api.Errorf(api.CodeAccessDenied, "only the principal that holds a lease, or one allowed admin_revoke, may revoke it")
 		}
 	}
-	if aerr != nil {
-		return 0, nil, aerr
-	}
-	revoked, err := b.stores[l.Database].Revoke(ctx, l.ID, reason, b.now())
 	if err != nil {
-		return 0, nil, fromStore(err)
+		return nil, err
 	}
-	return http.StatusOK, map[string]any{"lease_id": revoked.ID, "revoked_at": *revoked.RevokedAt}, nil
+	got, err := b.revokeOne(dbctx, info, rec, l, reason)
+	if err != nil {
+		return nil, err
+	}
+	committed = got.revokedNow
+	if !committed {
+		rec.Reason = alreadyRevoked(rec.Reason)
+	}
+	return &api.Revocation{LeaseID: got.lease.ID, RevokedAt: *got.lease.RevokedAt}, nil
 }
 
-func (b *Broker) handleAdminRevoke(r *http.Request, ri *reqInfo) (status int, body any, aerr *apiError) {
-	ctx := r.Context()
-	rec := b.record(ri, audit.EventAdminRevoke)
-	audited := false // once decisions are made, each database and lease is audited on its own
-	defer func() {
-		if !audited {
-			b.finish(ctx, ri, rec, aerr)
-		}
-	}()
-	var req adminRevokeRequest
-	if aerr = decode(r, &req); aerr != nil {
-		return
-	}
-	rec.Database = req.Database
-	p, err := b.verify(ctx, req.Identity)
+type revokeResult struct {
+	lease      *lease.Lease
+	revokedNow bool
+}
+
+// revokeOne revokes l through its store, committing rec as the audit row of
+// the revocation's first step.
+func (b *Broker) revokeOne(ctx context.Context, info RequestInfo, rec audit.Record, l *lease.Lease, reason string) (revokeResult, error) {
+	rctx, end := trace.Start(ctx, "revoke_role")
+	rec.LatencyMS = float64(b.now().Sub(info.Received).Microseconds()) / 1000
+	got, now, err := b.stores.Get(l.Database).Revoke(rctx, lease.RevokeRequest{ID: l.ID, Reason: reason, Audit: rec})
+	end(err)
 	if err != nil {
-		return 0, nil, fromVerify(err)
+		return revokeResult{}, fromStore(err)
 	}
-	withPrincipal(&rec, p)
-	if req.PrincipalARN == "" {
-		return 0, nil, fail(CodeInvalidRequest, "principal_arn is required")
+	return revokeResult{lease: got, revokedNow: now}, nil
+}
+
+// samePrincipal compares canonical role ARNs as IAM compares role names:
+// ignoring case.
+func samePrincipal(a, b string) bool { return a != "" && strings.EqualFold(a, b) }
+
+// Audit reasons of allowed revocations that say more than "allow".
+const (
+	// reasonBreakGlass marks an operator's revocation (no policy decided).
+	reasonBreakGlass = "break_glass"
+	reasonAlready    = "already_revoked"
+)
+
+// alreadyRevoked is the reason of a revocation that found nothing to do.
+func alreadyRevoked(reason string) string {
+	if reason == "" {
+		return reasonAlready
 	}
-	// Which databases: the one named, else every one holding live leases of
-	// the principal, else all (so that even "none" needs admin rights).
-	var names []string
-	if req.Database != "" {
-		if b.cfg.Database(req.Database) == nil {
-			return 0, nil, fail(CodeNotFound, fmt.Sprintf("database %q is not configured", truncate(req.Database, 64)))
-		}
-		names = []string{req.Database}
-	} else {
-		names = b.cfg.DatabaseNames()
-	}
-	targets := map[string][]*lease.Lease{}
-	for _, name := range names {
-		ls, err := b.stores[name].LiveByPrincipal(ctx, req.PrincipalARN)
-		if err != nil {
-			return 0, nil, fromStore(err)
-		}
-		if len(ls) > 0 || req.Database != "" {
-			targets[name] = ls
-		}
-	}
-	if len(targets) == 0 {
-		for _, name := range names {
-			targets[name] = nil
-		}
-	}
-	// Decide once per database; any deny → nothing is revoked.
-	decided := map[string]audit.Record{}
-	for _, name := range b.cfg.DatabaseNames() {
-		if _, ok := targets[name]; !ok {
-			continue
-		}
-		drec := rec
-		drec.Database = name
-		if aerr := b.decide(&drec, b.policyRequest(p, ri, policy.ActionAdminRevoke, name, "", 0)); aerr != nil {
-			rec = drec
-			return 0, nil, aerr
-		}
-		decided[name] = drec
-	}
-	audited = true
-	revoked := 0
-	var failed *apiError
-	for name, ls := range targets {
-		for _, l := range ls {
-			lrec := decided[name]
-			lrec.DBRole, lrec.Username, lrec.LeaseID = l.DBRole, l.Username, l.ID
-			_, err := b.stores[name].Revoke(ctx, l.ID, "admin revoke by "+p.RoleARN, b.now())
-			var lerr *apiError
-			if err != nil {
-				lerr = fromStore(err)
-				failed = lerr
-			} else {
-				revoked++
-			}
-			b.finish(ctx, ri, lrec, lerr)
-		}
-		if len(ls) == 0 {
-			b.finish(ctx, ri, decided[name], nil)
-		}
-	}
-	if failed != nil {
-		return 0, nil, &apiError{Code: failed.Code, Message: fmt.Sprintf("%d leases revoked; at least one revocation failed and will be retried by the reaper", revoked), cause: failed.cause}
-	}
-	return http.StatusOK, map[string]int{"revoked": revoked}, nil
+	return reason + ":" + reasonAlready
 }

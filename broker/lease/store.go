@@ -405,7 +405,7 @@ func (s *Store) recordFailure(ctx context.Context, id string, cause error) error
 		msg = msg[:500]
 	}
 	_, err := s.pool.Exec(context.WithoutCancel(ctx), `UPDATE ephemera.leases SET attempts = attempts + 1, last_error = $2,
-		next_attempt_at = pg_catalog.now() + pg_catalog.least(interval '5 minutes', interval '1 second' * pg_catalog.power(2, pg_catalog.least(attempts, 9)))
+		next_attempt_at = pg_catalog.now() + least(interval '5 minutes', interval '1 second' * pg_catalog.power(2, least(attempts, 9)))
 		WHERE lease_id = $1`, id, msg)
 	return errors.Join(fmt.Errorf("lease: revoke: %w", cause), err)
 }
@@ -488,10 +488,12 @@ func TerminateAll(ctx context.Context, q Querier, usernames []string) error {
 }
 
 // LiveByPrincipal returns the principal's unrevoked leases (expired ones
-// included: their roles may still exist until the reaper runs).
+// included: their roles may still exist until the reaper runs). The ARN is
+// compared ignoring case, as IAM compares role names.
 func (s *Store) LiveByPrincipal(ctx context.Context, principalARN string) ([]*Lease, error) {
 	rows, err := s.pool.Query(ctx, "SELECT "+leaseColumns+` FROM ephemera.leases
-		WHERE principal_arn = $1 AND database = $2 AND revoked_at IS NULL ORDER BY issued_at`, principalARN, s.database)
+		WHERE pg_catalog.lower(principal_arn) = pg_catalog.lower($1) AND database = $2 AND revoked_at IS NULL
+		ORDER BY issued_at`, principalARN, s.database)
 	if err != nil {
 		return nil, fmt.Errorf("lease: by principal: %w", err)
 	}

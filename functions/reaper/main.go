@@ -11,7 +11,6 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambda"
 
-	"github.com/ephemera-sh/ephemera/broker/admindb"
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/broker/lease"
@@ -30,16 +29,12 @@ func main() {
 		log.Error("invalid configuration", "err", err)
 		os.Exit(1)
 	}
-	pools, err := admindb.OpenAll(context.Background(), cfg, admindb.Options{MaxConns: 4})
+	stores, err := lease.Open(context.Background(), cfg, lease.OpenOptions{})
 	if err != nil {
 		log.Error("reaper did not start", "err", err)
 		os.Exit(1)
 	}
-	stores := map[string]*lease.Store{}
-	for name, p := range pools {
-		stores[name] = lease.NewStore(p, name)
-	}
-	r := reaper.New(stores, audit.New(os.Stdout, pools, log), log, reaper.Config{})
+	r := reaper.New(stores.All(), audit.New(os.Stdout, log), log, reaper.Config{})
 	lambda.Start(func(ctx context.Context, _ events.EventBridgeEvent) (reaper.Summary, error) {
 		sum, err := r.Run(ctx)
 		log.InfoContext(ctx, "reaper run", "revoked", sum.Revoked, "failed", sum.Failed, "swept", sum.Swept,

@@ -5,13 +5,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
@@ -100,19 +96,7 @@ func (c *CLI) audit(ctx context.Context, o auditOptions) error {
 			return err
 		}
 	}
-	var filter []string
-	var fargs []any
-	if o.db.database != "" {
-		fargs = append(fargs, o.db.database)
-		filter = append(filter, "database = $"+strconv.Itoa(len(fargs)))
-	}
-	if o.principal != "" {
-		fargs = append(fargs, o.principal)
-		filter = append(filter, "principal_arn = $"+strconv.Itoa(len(fargs)))
-	}
-	// lease and audit conditions, each with two time parameters after the filters
-	p1, p2 := "$"+strconv.Itoa(len(fargs)+1), "$"+strconv.Itoa(len(fargs)+2)
-	var t1, t2 time.Time
+	filter := lease.HistoryFilter{Database: o.db.database, PrincipalARN: o.principal}
 	if o.at != "" {
 		at, err := parseInstant(o.at)
 		if err != nil {
@@ -120,7 +104,7 @@ func (c *CLI) audit(ctx context.Context, o auditOptions) error {
 		}
 		rep.At = &at
 		// live at the instant: issued_at <= at < least(expires_at, revoked_at)
-		t1, t2 = at, at
+		filter.From, filter.To = at, at
 		rep.AuditFrom, rep.AuditTo = at.Add(-o.window), at.Add(o.window)
 	} else {
 		since, err := parseSince(o.since, now)
@@ -128,28 +112,25 @@ func (c *CLI) audit(ctx context.Context, o auditOptions) error {
 			return usagef(timeHint, "--since: %v", err)
 		}
 		rep.Since, rep.Until = &since, &now
-		// overlapping [since, now]: issued_at <= now AND least(expires_at, revoked_at) > since
-		t1, t2 = since, now
+		filter.From, filter.To = since, now
 		rep.AuditFrom, rep.AuditTo = since, now
 	}
-	// least() ignores NULLs: an unrevoked lease ends at expires_at.
-	leaseCond := "issued_at <= " + p2 + " AND least(expires_at, revoked_at) > " + p1
-	auditCond := "time >= " + p1 + " AND time <= " + p2
 	pool, err := c.openDB(ctx, o.db.url)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 
-	leases, err := queryLeases(ctx, pool, strings.Join(slices.Concat(filter, []string{leaseCond}), " AND "), slices.Concat(fargs, []any{t1, t2})...)
+	leases, err := lease.LeasesLive(ctx, pool, filter)
 	if err != nil {
 		return err
 	}
 	for _, l := range leases {
 		rep.Leases = append(rep.Leases, toJSON(l, now))
 	}
-	rep.Audit, rep.AuditTruncated, err = queryAudit(ctx, pool, strings.Join(slices.Concat(filter, []string{auditCond}), " AND "), o.limit,
-		slices.Concat(fargs, []any{rep.AuditFrom, rep.AuditTo})...)
+	auditFilter := filter
+	auditFilter.From, auditFilter.To = rep.AuditFrom, rep.AuditTo
+	rep.Audit, rep.AuditTruncated, err = lease.AuditRows(ctx, pool, auditFilter, o.limit)
 	if err != nil {
 		return err
 	}
@@ -226,35 +207,6 @@ func endedBy(l *lease.Lease, now time.Time) string {
 		return "(still live)"
 	}
 	return "expiry"
-}
-
-func queryAudit(ctx context.Context, pool *pgxpool.Pool, where string, limit int, args ...any) ([]audit.Record, bool, error) {
-	rows, err := pool.Query(ctx, `SELECT time, request_id, event, decision, reason, principal_arn, account, session,
-		source_ip, database, db_role, username, coalesce(lease_id::text, ''), ttl_seconds, policies, latency_ms
-		FROM ephemera.audit_log WHERE `+where+` ORDER BY time, id LIMIT `+strconv.Itoa(limit+1), args...)
-	if err != nil {
-		return nil, false, fmt.Errorf("reading audit log: %w", err)
-	}
-	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (audit.Record, error) {
-		var r audit.Record
-		err := row.Scan(&r.Time, &r.RequestID, &r.Event, &r.Decision, &r.Reason, &r.PrincipalARN, &r.Account, &r.Session,
-			&r.SourceIP, &r.Database, &r.DBRole, &r.Username, &r.LeaseID, &r.TTLSeconds, &r.Policies, &r.LatencyMS)
-		r.Time = r.Time.UTC()
-		if r.Policies == nil {
-			r.Policies = []string{}
-		}
-		return r, err
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("reading audit log: %w", err)
-	}
-	if len(recs) > limit {
-		return recs[:limit], true, nil
-	}
-	if recs == nil {
-		recs = []audit.Record{}
-	}
-	return recs, false, nil
 }
 
 // parseInstant parses an RFC 3339 time, to PostgreSQL's microsecond precision.

@@ -7,11 +7,10 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ephemera-sh/ephemera/broker/admindb"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 )
 
@@ -51,12 +50,10 @@ func (c *CLI) openDB(ctx context.Context, rawURL string) (*pgxpool.Pool, error) 
 	if pw := pc.ConnConfig.Password; len(pw) >= 3 {
 		c.secrets = append(c.secrets, pw)
 	}
+	admindb.Harden(pc.ConnConfig) // search_path pinned: the CLI trusts no user object either
 	pc.ConnConfig.RuntimeParams["application_name"] = "ephemera-cli"
 	pc.ConnConfig.RuntimeParams["statement_timeout"] = "30000"
 	pc.ConnConfig.RuntimeParams["lock_timeout"] = "10000"
-	if pc.ConnConfig.ConnectTimeout == 0 {
-		pc.ConnConfig.ConnectTimeout = 10 * time.Second
-	}
 	pc.MaxConns = 4
 	where := fmt.Sprintf("%s@%s:%d/%s", pc.ConnConfig.User, pc.ConnConfig.Host, pc.ConnConfig.Port, pc.ConnConfig.Database)
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
@@ -67,9 +64,8 @@ func (c *CLI) openDB(ctx context.Context, rawURL string) (*pgxpool.Pool, error) 
 		pool.Close()
 		return nil, err // pgx names the user, database and host
 	}
-	var ok bool
-	if err := pool.QueryRow(ctx, `SELECT to_regclass('ephemera.leases') IS NOT NULL
-		AND to_regclass('ephemera.audit_log') IS NOT NULL`).Scan(&ok); err != nil {
+	ok, err := lease.CheckSchema(ctx, pool)
+	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("reading %s: %w", where, err)
 	}
@@ -86,50 +82,21 @@ func labels(ctx context.Context, pool *pgxpool.Pool, only string) ([]string, err
 	if only != "" {
 		return []string{only}, nil
 	}
-	rows, err := pool.Query(ctx, "SELECT DISTINCT database FROM ephemera.leases ORDER BY 1")
-	if err != nil {
-		return nil, fmt.Errorf("listing databases: %w", err)
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	names, err := lease.DatabaseNames(ctx, pool)
 	if err != nil {
 		return nil, fmt.Errorf("listing databases: %w", err)
 	}
 	return names, nil
 }
 
-// stores returns one lease store per name.
-func stores(pool *pgxpool.Pool, names []string) map[string]*lease.Store {
-	m := make(map[string]*lease.Store, len(names))
+// stores returns the lease stores of the names, all over the one pool the
+// CLI opened (lease rows carry their database's configured name).
+func stores(pool *pgxpool.Pool, names []string) *lease.Stores {
+	pools := make(map[string]*pgxpool.Pool, len(names))
 	for _, n := range names {
-		m[n] = lease.NewStore(pool, n)
+		pools[n] = pool
 	}
-	return m
-}
-
-// leaseRow is a lease as the historical queries read it.
-const leaseSelect = `SELECT lease_id::text, database, db_role, username, principal_arn, account, session,
-	issued_at, expires_at, max_expires_at, revoked_at, coalesce(revoke_reason, '') FROM ephemera.leases`
-
-func queryLeases(ctx context.Context, pool *pgxpool.Pool, where string, args ...any) ([]*lease.Lease, error) {
-	rows, err := pool.Query(ctx, leaseSelect+" WHERE "+where+" ORDER BY issued_at, lease_id", args...)
-	if err != nil {
-		return nil, fmt.Errorf("reading leases: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*lease.Lease, error) {
-		var l lease.Lease
-		err := row.Scan(&l.ID, &l.Database, &l.DBRole, &l.Username, &l.PrincipalARN, &l.Account, &l.Session,
-			&l.IssuedAt, &l.ExpiresAt, &l.MaxExpiresAt, &l.RevokedAt, &l.RevokeReason)
-		l.IssuedAt, l.ExpiresAt, l.MaxExpiresAt = l.IssuedAt.UTC(), l.ExpiresAt.UTC(), l.MaxExpiresAt.UTC()
-		if l.RevokedAt != nil {
-			t := l.RevokedAt.UTC()
-			l.RevokedAt = &t
-		}
-		return &l, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading leases: %w", err)
-	}
-	return out, nil
+	return lease.NewStores(pools)
 }
 
 var (

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
 	"github.com/ephemera-sh/ephemera/internal/cli"
@@ -111,6 +112,9 @@ func newPrincipal(t *testing.T, name string) string {
 	return "arn:aws:iam::123456789012:role/" + name + "-" + randHex(t, 3)
 }
 
+// fixtureRequestID marks what issue writes.
+const fixtureRequestID = "fixture"
+
 // issue creates a lease (and its role) for principal in database label,
 // issued at issuedAt (which Issue truncates to the second) for ttl.
 func issue(t *testing.T, label, principal, session string, issuedAt time.Time, ttl time.Duration) *lease.Lease {
@@ -124,7 +128,9 @@ func issue(t *testing.T, label, principal, session string, issuedAt time.Time, t
 	l, err := lease.NewStore(admin, label).Issue(context.Background(), lease.IssueRequest{
 		DBRole: "readonly", MemberOf: []string{"orders_read"}, Creation: []pgrole.Template{pgrole.DefaultCreation},
 		Username: user, Verifier: v, PrincipalARN: principal, Account: "123456789012", Session: session,
-		RequestID: "test", IssuedAt: issuedAt, TTL: ttl, MaxTTL: ttl + time.Hour, MaxLeases: 1000,
+		RequestID: fixtureRequestID, IssuedAt: issuedAt, TTL: ttl, MaxTTL: ttl + time.Hour, MaxLeases: 1000,
+		Audit: audit.Record{Time: issuedAt, RequestID: fixtureRequestID, Event: audit.EventIssue, PrincipalARN: principal,
+			Account: "123456789012", Session: session, Database: label, DBRole: "readonly", TTLSeconds: int64(ttl / time.Second)},
 	})
 	must(t, err)
 	return l

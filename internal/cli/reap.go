@@ -9,7 +9,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/reaper"
@@ -62,16 +61,12 @@ func (c *CLI) reap(ctx context.Context, db dbFlags, sweep, asJSON bool) error {
 	if err != nil {
 		return err
 	}
-	pools := make(map[string]*pgxpool.Pool, len(names))
-	for _, n := range names {
-		pools[n] = pool
-	}
 	log := slog.New(slog.NewJSONHandler(c.Stderr, nil))
 	cfg := reaper.Config{Now: c.Now}
 	if !sweep {
 		cfg.SweepGrace = time.Duration(math.MaxInt64) // never ripe
 	}
-	r := reaper.New(stores(pool, names), audit.New(c.Stderr, pools, log), log, cfg)
+	r := reaper.New(stores(pool, names).All(), audit.New(c.Stderr, log), log, cfg)
 	sum, runErr := r.Run(ctx)
 	if asJSON {
 		enc := json.NewEncoder(c.Stdout)

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ephemera-sh/ephemera/broker/admindb"
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/broker/lease"
@@ -53,20 +52,12 @@ func (c *CLI) reaperRun(ctx context.Context, every time.Duration, once bool) err
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(c.Stderr, nil))
-	pools, err := admindb.OpenAll(ctx, cfg, admindb.Options{Getenv: c.Getenv, MaxConns: 4})
+	stores, err := lease.Open(ctx, cfg, lease.OpenOptions{Getenv: c.Getenv})
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, p := range pools {
-			p.Close()
-		}
-	}()
-	stores := map[string]*lease.Store{}
-	for name, p := range pools {
-		stores[name] = lease.NewStore(p, name)
-	}
-	r := reaper.New(stores, audit.New(c.Stdout, pools, log), log, reaper.Config{Now: c.Now})
+	defer stores.Close()
+	r := reaper.New(stores.All(), audit.New(c.Stdout, log), log, reaper.Config{Now: c.Now})
 	log.Info("reaper running", "every", every.String(), "once", once, "databases", cfg.DatabaseNames())
 	tick := time.NewTicker(every)
 	defer tick.Stop()

@@ -6,12 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"strings"
-	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/ephemera-sh/ephemera/broker/audit"
+	"github.com/ephemera-sh/ephemera/broker"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 )
 
@@ -31,12 +27,15 @@ is authorized by policy (action admin_revoke).
 workload, given by its canonical IAM role ARN, in every database found in
 ephemera.leases or only in --database.
 
-Each lease is audited in ephemera.audit_log, and as a JSON line on stderr:
-event "revoke" (--lease) or "admin_revoke" (--principal), decision "allow",
-reason "break_glass" ("break_glass:already_revoked" when there was nothing
-left to do), request_id "cli-<uuid>" (one per run). principal_arn stays the
-lease's principal; the person who ran the command is recorded in session as
-"operator:<OS user>" (the function name remains on the lease row).
+It runs the broker's own Revoke and AdminRevoke use cases, as an operator:
+no policy is consulted (you hold the admin's login already), and each lease
+is audited exactly as the broker audits it, in ephemera.audit_log (committed
+with the revocation) and as a JSON line on stderr: event "revoke" (--lease)
+or "admin_revoke" (--principal), decision "allow" (reason "already_revoked"
+when there was nothing left to do), request_id "cli-<uuid>" (one per run).
+principal_arn stays the lease's principal; the person who ran the command is
+recorded in session as "operator:<OS user>" (the function name remains on
+the lease row).
 
 Revoking is idempotent: running the command again changes nothing and exits 0.`,
 		example: "ephemera revoke --principal arn:aws:iam::123456789012:role/orders-api\n" +
@@ -100,119 +99,78 @@ func (c *CLI) revoke(ctx context.Context, o revokeOptions) error {
 	if err != nil {
 		return err
 	}
-	run := revokeRun{
-		pool: pool, requestID: "cli-" + id, event: audit.EventRevoke,
-		reason: "break-glass by " + operator, session: "operator:" + operator,
-		lines: audit.New(c.Stderr, nil, nil), now: c.Now,
-	}
-	var targets []*lease.Lease
-	var names []string
+	ctx = broker.NewContext(ctx, broker.RequestInfo{ID: "cli-" + id, Received: c.Now()})
+	who := broker.Operator(operator)
+	reason := "break-glass by " + operator
+
 	if o.leaseID != "" {
-		l, err := findLease(ctx, pool, o.leaseID, o.db.database)
-		if err != nil {
-			return err
-		}
-		targets = []*lease.Lease{l}
-	} else {
-		run.event = audit.EventAdminRevoke
-		if names, err = labels(ctx, pool, o.db.database); err != nil {
-			return err
-		}
-		for _, name := range names {
-			ls, err := lease.NewStore(pool, name).LiveByPrincipal(ctx, o.principal)
-			if err != nil {
+		database := o.db.database
+		if database == "" {
+			if database, err = lease.FindDatabase(ctx, pool, o.leaseID); errors.Is(err, lease.ErrNotFound) {
+				return fmt.Errorf("%w %s in this database", errNoLease, o.leaseID)
+			} else if err != nil {
 				return err
 			}
-			targets = append(targets, ls...)
 		}
-	}
-	var results []revoked
-	var errs []error
-	for _, l := range targets {
-		r, err := run.one(ctx, l)
-		results = append(results, r)
-		if err != nil {
-			errs = append(errs, err)
+		b := broker.ForOperator(stores(pool, []string{database}), nil, c.Stderr)
+		before, err := b.Store(database).Get(ctx, o.leaseID)
+		if errors.Is(err, lease.ErrNotFound) {
+			return fmt.Errorf("%w %s in database %s", errNoLease, o.leaseID, database)
+		} else if err != nil {
+			return err
 		}
-	}
-	if len(targets) == 0 { // nothing to revoke: still audit the break-glass decision
-		for _, name := range names {
-			rec := run.record(&lease.Lease{Database: name, PrincipalARN: o.principal}, "break_glass", audit.Allow, 0)
-			rec.LeaseID = ""
-			if err := run.audit(ctx, rec); err != nil {
-				errs = append(errs, err)
-			}
+		_, rerr := b.Revoke(ctx, broker.RevokeInput{Identity: who, LeaseID: o.leaseID})
+		results := []revoked{c.outcome(ctx, b, before, rerr)}
+		if err := c.printRevoked(results, o, reason); err != nil {
+			return err
 		}
+		if rerr != nil {
+			return fmt.Errorf("lease %s: %w (a failed revocation is recorded on its lease and retried by the reaper)", o.leaseID, rerr)
+		}
+		return nil
 	}
-	if err := c.printRevoked(results, o, run.reason); err != nil {
+
+	names, err := labels(ctx, pool, o.db.database)
+	if err != nil {
 		return err
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%d %s failed (a failed revocation is recorded on its lease and retried by the reaper): %w",
-			len(errs), plural(len(errs), "revocation or audit write", "revocations or audit writes"), errs[0])
-	}
-	return nil
-}
-
-// findLease finds a lease by id, in the named database or in any.
-func findLease(ctx context.Context, pool *pgxpool.Pool, id, database string) (*lease.Lease, error) {
-	if database == "" {
-		err := pool.QueryRow(ctx, "SELECT database FROM ephemera.leases WHERE lease_id = $1", id).Scan(&database)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("%w %s in this database", errNoLease, id)
-		}
+	b := broker.ForOperator(stores(pool, names), nil, c.Stderr)
+	var before []*lease.Lease
+	for _, name := range names {
+		ls, err := b.Store(name).LiveByPrincipal(ctx, o.principal)
 		if err != nil {
-			return nil, fmt.Errorf("finding lease %s: %w", id, err)
+			return err
 		}
+		before = append(before, ls...)
 	}
-	l, err := lease.NewStore(pool, database).Get(ctx, id)
-	if errors.Is(err, lease.ErrNotFound) {
-		return nil, fmt.Errorf("%w %s in database %s", errNoLease, id, database)
+	var rerr error
+	if len(names) > 0 {
+		_, rerr = b.AdminRevoke(ctx, broker.AdminRevokeInput{Identity: who, PrincipalARN: o.principal, Database: o.db.database})
 	}
-	return l, err
-}
-
-// revokeRun revokes leases and audits each.
-type revokeRun struct {
-	pool      *pgxpool.Pool
-	requestID string
-	event     string
-	reason    string // on the lease row
-	session   string // on the audit row: operator:<user>
-	lines     *audit.Log
-	now       func() time.Time
-}
-
-func (r *revokeRun) one(ctx context.Context, l *lease.Lease) (revoked, error) {
-	if l.RevokedAt != nil {
-		return revoked{l, resultAlready}, r.audit(ctx, r.record(l, "break_glass:already_revoked", audit.Allow, 0))
+	results := make([]revoked, 0, len(before))
+	for _, l := range before {
+		results = append(results, c.outcome(ctx, b, l, rerr))
 	}
-	start := time.Now()
-	got, err := lease.NewStore(r.pool, l.Database).Revoke(ctx, l.ID, r.reason, r.now())
-	latency := float64(time.Since(start).Microseconds()) / 1000
-	if err != nil {
-		aerr := r.audit(ctx, r.record(l, "revocation_failed", audit.Error, latency))
-		return revoked{l, resultFailed}, errors.Join(fmt.Errorf("lease %s: %w", l.ID, err), aerr)
+	if err := c.printRevoked(results, o, reason); err != nil {
+		return err
 	}
-	return revoked{got, resultRevoked}, r.audit(ctx, r.record(got, "break_glass", audit.Allow, latency))
-}
-
-func (r *revokeRun) record(l *lease.Lease, reason, decision string, latency float64) audit.Record {
-	return audit.Record{
-		Time: r.now(), RequestID: r.requestID, Event: r.event, Decision: decision, Reason: reason,
-		PrincipalARN: l.PrincipalARN, Account: l.Account, Session: r.session,
-		Database: l.Database, DBRole: l.DBRole, Username: l.Username, LeaseID: l.ID, LatencyMS: latency,
-	}
-}
-
-// audit writes the row, then the JSON line.
-func (r *revokeRun) audit(ctx context.Context, rec audit.Record) error {
-	err := audit.Insert(context.WithoutCancel(ctx), r.pool, rec)
-	r.lines.Line(rec)
-	if err != nil {
-		return fmt.Errorf("audit row of lease %s not written: %w", rec.LeaseID, err)
+	if rerr != nil {
+		return fmt.Errorf("revoke: %w (a failed revocation is recorded on its lease and retried by the reaper)", rerr)
 	}
 	return nil
+}
+
+// outcome re-reads a lease after a revocation to report what became of it.
+func (c *CLI) outcome(ctx context.Context, b *broker.Broker, before *lease.Lease, revokeErr error) revoked {
+	if before.RevokedAt != nil {
+		return revoked{before, resultAlready}
+	}
+	after, err := b.Store(before.Database).Get(ctx, before.ID)
+	if err != nil || after.RevokedAt == nil {
+		_ = revokeErr
+		return revoked{before, resultFailed}
+	}
+	return revoked{after, resultRevoked}
 }
 
 func (c *CLI) printRevoked(results []revoked, o revokeOptions, reason string) error {

@@ -35,10 +35,11 @@ type auditRow struct {
 	requestID, event, decision, reason, principal, session, database, username string
 }
 
+// auditRowsOf returns the audit rows of a lease after its issue.
 func auditRowsOf(t *testing.T, leaseID string) []auditRow {
 	t.Helper()
 	rows, err := admin.Query(context.Background(), `SELECT request_id, event, decision, reason, principal_arn, session, database, username
-		FROM ephemera.audit_log WHERE lease_id = $1 ORDER BY id`, leaseID)
+		FROM ephemera.audit_log WHERE lease_id = $1 AND event <> 'issue' ORDER BY id`, leaseID)
 	must(t, err)
 	defer rows.Close()
 	var out []auditRow

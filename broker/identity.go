@@ -1,0 +1,74 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/ephemera-sh/ephemera/broker/api"
+	"github.com/ephemera-sh/ephemera/broker/attest"
+	"github.com/ephemera-sh/ephemera/internal/trace"
+)
+
+// Identity is who asks for a use case: a workload's proof, verified with
+// STS on every request, or an operator of the CLI.
+type Identity struct {
+	proof    *api.Proof
+	operator string
+}
+
+// Proof is the identity of an API caller: the signed, unsent STS request
+// it sent. It is verified (and its nonce spent) by the use case.
+func Proof(p *api.Proof) Identity { return Identity{proof: p} }
+
+// Operator is the identity of a person at the operator CLI, which holds
+// the admin's database login and so already has every power a revocation
+// needs: no policy is consulted, and the audit trail records
+// "operator:<name>" as the session. Only Revoke and AdminRevoke accept it;
+// nothing that reaches the broker over the network can produce one.
+func Operator(name string) Identity { return Identity{operator: name} }
+
+// caller is a verified identity.
+type caller struct {
+	principal *attest.Principal // nil for an operator
+	operator  string
+}
+
+// arn is the caller's canonical ARN for leases and decisions ("" for an
+// operator).
+func (c caller) arn() string {
+	if c.principal == nil {
+		return ""
+	}
+	return c.principal.RoleARN
+}
+
+// errOperatorNotAllowed refuses an operator identity where only a workload
+// may act.
+var errOperatorNotAllowed = api.Errorf(api.CodeInvalidRequest, "this operation needs a workload's proof")
+
+// authenticate verifies who asks. A proof is verified inside a
+// verify_identity trace subsegment (the STS call is its remote child).
+func (b *Broker) authenticate(ctx context.Context, id Identity, operatorOK bool) (caller, error) {
+	if id.operator != "" {
+		if !operatorOK {
+			return caller{}, errOperatorNotAllowed
+		}
+		if strings.TrimSpace(id.operator) == "" {
+			return caller{}, api.Errorf(api.CodeInvalidRequest, "the operator has no name")
+		}
+		return caller{operator: id.operator}, nil
+	}
+	if b.verifier == nil {
+		return caller{}, api.Errorf(api.CodeInvalidRequest, "this broker accepts operators only (no proof verifier)")
+	}
+	ctx, end := trace.Start(ctx, "verify_identity")
+	p, err := b.verifier.Verify(ctx, id.proof)
+	if err != nil {
+		err = fromVerify(err)
+		end(errors.New(string(api.CodeOf(err)))) // the code only: messages may quote caller input
+		return caller{}, err
+	}
+	end(nil)
+	return caller{principal: p}, nil
+}
