@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 )

@@ -9,7 +9,6 @@ import (
 	"math"
 	"time"
 
-
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/reaper"
 )
