@@ -110,7 +110,7 @@
 //		log.Fatal(err) // names file and position; errors.Is(err, policy.ErrInvalid)
 //	}
 //	d := set.Decide(policy.Request{
-//		Principal:  policy.Principal{ARN: arn, Account: acct, Role: role, Session: fn},
+//		Principal:  policy.Principal{ARN: arn, Account: acct, Role: role, Session: fn, Kind: policy.KindWorkload},
 //		Action:     policy.ActionIssue,
 //		Database:   "orders",
 //		DBRole:     "readonly",
