@@ -73,3 +73,20 @@ func Example() {
 	// orders-fn
 	// replayed_proof
 }
+
+// An incident responder pastes whatever ARN a log showed; the broker
+// revokes the leases of the role it names.
+func ExampleCanonicalRoleARN() {
+	for _, s := range []string{
+		"arn:aws:sts::123456789012:assumed-role/orders-api/orders-fn",
+		"arn:aws:iam::123456789012:role/team/orders-api",
+		"arn:aws:iam::123456789012:user/alice",
+	} {
+		arn, err := attest.CanonicalRoleARN(s)
+		fmt.Println(arn, err)
+	}
+	// Output:
+	// arn:aws:iam::123456789012:role/orders-api <nil>
+	// arn:aws:iam::123456789012:role/orders-api <nil>
+	//  attest: invalid principal ARN "arn:aws:iam::123456789012:user/alice": an IAM user, not a role (IAM users are accepted only with allow_iam_users)
+}

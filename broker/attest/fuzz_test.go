@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -104,12 +105,26 @@ func FuzzProofJSON(f *testing.F) {
 		f.Add(b)
 	}
 
+	f.Add([]byte(`{"method":"POST","method":"GET"}`))
+	f.Add([]byte(`{"method":"POST","headers":{"Host":["a"],"host":["b"]}}`))
+	f.Add([]byte("{\"method\":\"P\xffOST\"}"))
+
 	v, sts := fuzzVerifier(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var p Proof
-		if json.Unmarshal(data, &p) != nil {
+		pp, perr := ParseProof(data)
+		if perr != nil {
+			var e *Error
+			if pp != nil || !errors.As(perr, &e) || e.Code != CodeInvalidProof || e.Check != 0 || e.Message == "" {
+				t.Fatalf("ParseProof = %v, %v; want an invalid_proof *Error", pp, perr)
+			}
 			return
 		}
+		// What the strict reader accepts, the lenient one reads the same.
+		var lenient Proof
+		if err := json.Unmarshal(data, &lenient); err != nil || !reflect.DeepEqual(&lenient, pp) {
+			t.Fatalf("ParseProof read %+v, encoding/json %+v (%v)", *pp, lenient, err)
+		}
+		p := *pp
 		_, shapeErr := v.checkShape(&p)
 		before := sts.calls.Load()
 		principal, err := v.Verify(context.Background(), &p)

@@ -35,20 +35,49 @@ const (
 // package's job.
 type Proof = api.Proof
 
-// Principal is the identity STS vouched for.
+// Principal is the identity STS vouched for: an IAM role, through one of
+// its sessions (the usual case: a Lambda execution role), or, only with
+// Config.AllowIAMUsers, an IAM user. Kind tells which; the two are never
+// interchangeable, and package policy gives them different Cedar types.
 type Principal struct {
 	// ARN is the ARN STS returned (assumed-role or, if allowed, IAM user).
 	ARN string `json:"arn"`
 	// Account is the 12-digit AWS account id.
 	Account string `json:"account"`
-	// Role is the role name (or IAM user name).
+	// Kind is KindRole (the zero value) or KindUser.
+	Kind PrincipalKind `json:"kind,omitempty"`
+	// Role is the role name. For an IAM user it holds the user name, for
+	// callers that predate Kind; check Kind (or IsUser) before using it as
+	// a role.
 	Role string `json:"role"`
-	// RoleARN is the canonical, path-less arn:<p>:iam::<acct>:role/<role>.
+	// User is the IAM user name; "" for a role.
+	User string `json:"user,omitempty"`
+	// RoleARN is the canonical, path-less ARN of the principal:
+	// arn:<p>:iam::<acct>:role/<role>, or arn:<p>:iam::<acct>:user/<user>
+	// for an IAM user. It is the principal's name in leases and policies.
 	RoleARN string `json:"role_arn"`
-	// Session is the role session name; for Lambda, the function name.
+	// Session is the role session name; for Lambda, the function name. For
+	// an IAM user, the user name.
 	Session string `json:"session"`
-	// UserID is STS's UserId (e.g. AROA...:session).
+	// UserID is STS's UserId (e.g. AROA...:session, or AIDA... for a user).
 	UserID string `json:"user_id"`
+}
+
+// IsUser reports whether p is an IAM user rather than a role.
+func (p *Principal) IsUser() bool { return p.Kind == KindUser }
+
+// ParseProof decodes the JSON form of a proof with the broker's strict
+// rules (api.Unmarshal): unknown fields, duplicate keys, keys that differ
+// only in case (such as "Host" and "host" among the headers), NUL
+// characters and invalid UTF-8 are refused, so that no two readers of the
+// same JSON can see different proofs. Errors are *Error with code
+// invalid_proof and check 0; they quote no value of the input.
+func ParseProof(data []byte) (*Proof, error) {
+	var p Proof
+	if err := api.Unmarshal(data, &p); err != nil {
+		return nil, &Error{Code: CodeInvalidProof, Message: "identity proof is not valid JSON of a proof", Err: err}
+	}
+	return &p, nil
 }
 
 // NewNonce returns 32 lowercase hex characters from crypto/rand.

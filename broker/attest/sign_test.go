@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"regexp"
 	"slices"
@@ -195,16 +196,58 @@ func TestProofJSONRoundTrip(t *testing.T) {
 		t.Errorf("JSON body decodes to %q, %v", dec, err)
 	}
 
-	var back attest.Proof
-	if err := json.Unmarshal(data, &back); err != nil {
-		t.Fatalf("Unmarshal: %v", err)
+	back, err := attest.ParseProof(data)
+	if err != nil {
+		t.Fatalf("ParseProof: %v", err)
 	}
-	if !reflect.DeepEqual(&back, p) {
-		t.Errorf("round trip changed the proof:\n got %+v\nwant %+v", back, *p)
+	if !reflect.DeepEqual(back, p) {
+		t.Errorf("round trip changed the proof:\n got %+v\nwant %+v", *back, *p)
 	}
 
 	// The decoded proof still verifies.
-	if _, err := e.v.Verify(context.Background(), &back); err != nil {
+	if _, err := e.v.Verify(context.Background(), back); err != nil {
 		t.Fatalf("Verify after JSON round trip: %v", err)
+	}
+}
+
+// TestParseProofStrict: the proof JSON is read under the broker's strict
+// rules, so that no reader can see another proof than the verifier does.
+func TestParseProofStrict(t *testing.T) {
+	p, err := attest.Sign(context.Background(), credsOf(stsserver.NewIdentity(testAccount, testRole, testSession)), testRegion, testAudience, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid := string(data)
+	host := `"Host":["` + testHost + `"]`
+	if !strings.Contains(valid, host) {
+		t.Fatalf("%s lacks %s", valid, host)
+	}
+	for name, doc := range map[string]string{
+		"duplicate key":             strings.Replace(valid, `"method":"POST"`, `"method":"POST","method":"GET"`, 1),
+		"case-variant field":        strings.Replace(valid, `"method":"POST"`, `"Method":"POST"`, 1),
+		"case-variant header names": strings.Replace(valid, host, host+`,"host":["evil.example"]`, 1),
+		"duplicate header name":     strings.Replace(valid, host, host+`,"Host":["evil.example"]`, 1),
+		"unknown field":             strings.Replace(valid, `"method":"POST"`, `"method":"POST","extra":1`, 1),
+		"NUL in a value":            strings.Replace(valid, `"method":"POST"`, `"method":"POST\u0000"`, 1),
+		"NUL in a header name":      strings.Replace(valid, host, host+`,"X-A\u0000":["v"]`, 1),
+		"invalid UTF-8":             strings.Replace(valid, `"method":"POST"`, "\"method\":\"PO\xffST\"", 1),
+		"trailing data":             valid + "{}",
+		"not an object":             `[]`,
+		"empty":                     ``,
+	} {
+		if doc == valid {
+			t.Fatalf("%s: the replacement did not apply", name)
+		}
+		got, err := attest.ParseProof([]byte(doc))
+		var e *attest.Error
+		if err == nil || got != nil || !errors.As(err, &e) || e.Code != attest.CodeInvalidProof || e.Check != 0 {
+			t.Errorf("%s: ParseProof = %v, %v; want invalid_proof", name, got, err)
+			continue
+		}
+		assertNoSecrets(t, err, signatureOf(p), header(p, attest.HeaderNonce), header(p, "X-Amz-Security-Token"))
 	}
 }

@@ -1,12 +1,9 @@
 package attest
 
 import (
-	"bytes"
 	"context"
-	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -46,8 +43,10 @@ type Config struct {
 	AllowIAMUsers bool
 	// Nonces records used nonces. Required.
 	Nonces NonceStore
-	// HTTPClient sends requests to STS. Default: 2 s timeout, no redirects.
-	// A client given here must not follow redirects either.
+	// HTTPClient sends requests to STS. Default: a client with a 2 s
+	// timeout. Whatever the client, redirects are not followed (the
+	// verifier uses a copy whose CheckRedirect refuses them), and each call
+	// is cut off after DefaultSTSTimeout.
 	HTTPClient *http.Client
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -103,12 +102,14 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.MaxAhead <= 0 {
 		cfg.MaxAhead = DefaultMaxAhead
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{
-			Timeout:       DefaultSTSTimeout,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+	// A copy of the caller's client, so that no client can follow a
+	// redirect: STS's answer is the first answer, or none.
+	client := http.Client{Timeout: DefaultSTSTimeout}
+	if cfg.HTTPClient != nil {
+		client = *cfg.HTTPClient
 	}
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cfg.HTTPClient = &client
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -130,12 +131,7 @@ var allowedHeaders = map[string]bool{
 	"Content-Length":       true,
 }
 
-var (
-	nonceRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
-	// assumed-role ARN: arn:<partition>:sts::<account>:assumed-role/<role>/<session>
-	assumedRoleRE = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):sts::(\d{12}):assumed-role/([\w+=,.@-]{1,64})/([\w+=,.@-]{2,64})$`)
-	iamUserRE     = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::(\d{12}):user/(?:[\x21-\x7e]*/)?([\w+=,.@-]{1,64})$`)
-)
+var nonceRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // checked is a proof that passed checks 1 to 6.
 type checked struct {
@@ -145,8 +141,9 @@ type checked struct {
 	nonce   string
 }
 
-// Verify runs every check of DESIGN §3 in order and returns the principal
-// STS vouched for. Checks 1 to 8 make no outbound call.
+// Verify runs every check of the package documentation in order and
+// returns the principal STS vouched for. Checks 1 to 8 make no outbound
+// call; the first failure ends verification with an *Error.
 func (v *Verifier) Verify(ctx context.Context, p *Proof) (*Principal, error) {
 	c, err := v.checkShape(p)
 	if err != nil {
@@ -195,7 +192,7 @@ func (v *Verifier) checkShape(p *Proof) (*checked, error) {
 	// 2. host allowlist
 	host := strings.ToLower(u.Host)
 	if !v.hosts[host] {
-		return nil, invalid(2, "url host %q is not an allowed STS host", truncate(u.Host, 80))
+		return nil, invalid(2, "url host %q is not an allowed STS host", clip(u.Host))
 	}
 	// 3. body
 	if string(p.Body) != RequestBody {
@@ -206,13 +203,13 @@ func (v *Verifier) checkShape(p *Proof) (*checked, error) {
 	for name, vals := range p.Headers {
 		cn := http.CanonicalHeaderKey(name)
 		if !allowedHeaders[cn] {
-			return nil, invalid(4, "header %q is not allowed in a proof", truncate(name, 64))
+			return nil, invalid(4, "header %q is not allowed in a proof", clip(name))
 		}
 		if len(vals) != 1 || len(h[cn]) != 0 {
-			return nil, invalid(4, "header %q must have exactly one value", cn)
+			return nil, invalid(4, "header %q must have exactly one value", clip(cn))
 		}
 		if strings.ContainsAny(vals[0], "\r\n\x00") {
-			return nil, invalid(4, "header %q has a control character", cn)
+			return nil, invalid(4, "header %q has a control character", clip(cn))
 		}
 		h[cn] = []string{vals[0]}
 	}
@@ -309,127 +306,26 @@ func checkAuthorization(auth string, hasToken bool) error {
 	return nil
 }
 
-type callerIdentity struct {
-	XMLName xml.Name `xml:"GetCallerIdentityResponse"`
-	Results []struct {
-		Arn     string `xml:"Arn"`
-		UserID  string `xml:"UserId"`
-		Account string `xml:"Account"`
-	} `xml:"GetCallerIdentityResult"`
-}
-
-type stsError struct {
-	Code string `xml:"Error>Code"`
-}
-
-// callSTS is check 9. The request goes to the configured endpoint, never to
-// a host taken from the proof, and keeps the signed Host header.
-func (v *Verifier) callSTS(ctx context.Context, c *checked, body []byte) (*callerIdentity, error) {
-	endpoint := v.cfg.Endpoint
-	if endpoint == "" {
-		endpoint = "https://" + c.host // allowlisted, so configuration, not caller input
-	}
-	ctx, cancel := context.WithTimeout(ctx, DefaultSTSTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint+"/", bytes.NewReader(body))
-	if err != nil {
-		return nil, &Error{Code: CodeInternal, Check: 9, Message: "building STS request", Err: err}
-	}
-	for k, vals := range c.header {
-		if k == "Host" || k == "Content-Length" {
-			continue
-		}
-		req.Header[k] = vals
-	}
-	req.Host = c.header.Get("Host")
-	resp, err := v.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return nil, &Error{Code: CodeSTSUnavailable, Check: 9, Message: "STS did not answer", Err: redactURLError(err)}
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxSTSResponse+1))
-	if err != nil {
-		return nil, &Error{Code: CodeSTSUnavailable, Check: 9, Message: "reading STS answer", Err: err}
-	}
+// principal is check 10: the ARN must be a role session
+// (arn:<p>:sts::<acct>:assumed-role/<role>/<session>) or, only with
+// AllowIAMUsers, an IAM user, and its account must equal the Account field.
+func (v *Verifier) principal(id *identity) (*Principal, error) {
+	a, err := ParsePrincipalARN(id.arn)
 	switch {
-	case resp.StatusCode >= 500:
-		return nil, &Error{Code: CodeSTSUnavailable, Check: 9, Message: fmt.Sprintf("STS answered %d", resp.StatusCode)}
-	case resp.StatusCode != http.StatusOK:
-		var se stsError
-		_ = xml.Unmarshal(data, &se)
-		msg := fmt.Sprintf("STS answered %d", resp.StatusCode)
-		if code := safeCode(se.Code); code != "" {
-			msg += " " + code
-		}
-		return nil, &Error{Code: CodeIdentityRejected, Check: 9, Message: msg}
+	case err != nil, a.Kind == KindRole && a.Session == "":
+		return nil, &Error{Code: CodeIdentityRejected, Check: 10, Message: fmt.Sprintf("identity %q is not an assumed role", clip(id.arn))}
+	case a.Kind == KindUser && !v.cfg.AllowIAMUsers:
+		return nil, &Error{Code: CodeIdentityRejected, Check: 10, Message: fmt.Sprintf("identity %q is an IAM user; only assumed roles are accepted", clip(id.arn))}
+	case a.Account != id.account:
+		return nil, &Error{Code: CodeIdentityRejected, Check: 10, Message: "STS ARN account does not match its Account field"}
 	}
-	if len(data) > maxSTSResponse {
-		return nil, &Error{Code: CodeIdentityRejected, Check: 9, Message: "STS answer is too large"}
+	p := &Principal{ARN: id.arn, Account: a.Account, Kind: a.Kind, RoleARN: a.Canonical(), UserID: id.userID}
+	if a.Kind == KindUser {
+		// Role and Session keep the user name for callers that predate
+		// Kind; policies see a user only as Ephemera::User.
+		p.User, p.Role, p.Session = a.Name, a.Name, a.Name
+	} else {
+		p.Role, p.Session = a.Name, a.Session
 	}
-	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != "text/xml" {
-		return nil, &Error{Code: CodeIdentityRejected, Check: 9, Message: "STS answer is not text/xml"}
-	}
-	var ci callerIdentity
-	if err := xml.Unmarshal(data, &ci); err != nil {
-		return nil, &Error{Code: CodeIdentityRejected, Check: 9, Message: "STS answer does not parse", Err: err}
-	}
-	if len(ci.Results) != 1 {
-		return nil, &Error{Code: CodeIdentityRejected, Check: 9, Message: "STS answer must hold exactly one GetCallerIdentityResult"}
-	}
-	return &ci, nil
-}
-
-// principal is check 10.
-func (v *Verifier) principal(ci *callerIdentity) (*Principal, error) {
-	r := ci.Results[0]
-	arn, account, userID := strings.TrimSpace(r.Arn), strings.TrimSpace(r.Account), strings.TrimSpace(r.UserID)
-	if m := assumedRoleRE.FindStringSubmatch(arn); m != nil {
-		if m[2] != account {
-			return nil, &Error{Code: CodeIdentityRejected, Check: 10, Message: "STS ARN account does not match its Account field"}
-		}
-		return &Principal{
-			ARN: arn, Account: account, Role: m[3], Session: m[4], UserID: userID,
-			RoleARN: "arn:" + m[1] + ":iam::" + account + ":role/" + m[3],
-		}, nil
-	}
-	if m := iamUserRE.FindStringSubmatch(arn); m != nil && v.cfg.AllowIAMUsers {
-		if m[2] != account {
-			return nil, &Error{Code: CodeIdentityRejected, Check: 10, Message: "STS ARN account does not match its Account field"}
-		}
-		return &Principal{
-			ARN: arn, Account: account, Role: m[3], Session: m[3], UserID: userID,
-			RoleARN: "arn:" + m[1] + ":iam::" + account + ":user/" + m[3],
-		}, nil
-	}
-	return nil, &Error{Code: CodeIdentityRejected, Check: 10, Message: fmt.Sprintf("identity %q is not an assumed role", truncate(arn, 200))}
-}
-
-// redactURLError drops the URL from a transport error: it names only our own
-// endpoint, but keeping errors uniform keeps them free of caller input.
-func redactURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
-	}
-	return err
-}
-
-// safeCode keeps an STS error code only if it looks like one.
-func safeCode(s string) string {
-	if len(s) == 0 || len(s) > 64 {
-		return ""
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.') {
-			return ""
-		}
-	}
-	return s
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
+	return p, nil
 }

@@ -111,7 +111,8 @@ func TestVerifyCustomAllowedHosts(t *testing.T) {
 	wantErr(t, err, attest.CodeInvalidProof, 2, secretsOf(e.creds(), p)...)
 }
 
-// TestVerifyChecks breaks one DESIGN §3 check at a time. Checks 1 to 8 must
+// TestVerifyChecks breaks one check (as numbered in the package
+// documentation) at a time. Checks 1 to 8 must
 // fail without any call to STS.
 func TestVerifyChecks(t *testing.T) {
 	set := func(name string, vals ...string) func(*attest.Proof) {
@@ -498,9 +499,9 @@ func TestVerifyIdentityCheck(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Verify: %v", err)
 		}
-		want := attest.Principal{ARN: id.ARN, Account: testAccount, Role: "alice", Session: "alice",
-			RoleARN: "arn:aws:iam::123456789012:user/alice", UserID: id.UserID}
-		if *got != want {
+		want := attest.Principal{ARN: id.ARN, Account: testAccount, Kind: attest.KindUser, User: "alice",
+			Role: "alice", Session: "alice", RoleARN: "arn:aws:iam::123456789012:user/alice", UserID: id.UserID}
+		if *got != want || !got.IsUser() {
 			t.Errorf("principal:\n got %+v\nwant %+v", *got, want)
 		}
 	})

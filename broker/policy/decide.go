@@ -15,6 +15,7 @@ import (
 // Entity types and actions of the model (see schema.cedarschema).
 const (
 	typeWorkload     types.EntityType = "Ephemera::Workload"
+	typeUser         types.EntityType = "Ephemera::User"
 	typeDatabase     types.EntityType = "Ephemera::Database"
 	typeDatabaseRole types.EntityType = "Ephemera::DatabaseRole"
 	typeAction       types.EntityType = "Ephemera::Action"
@@ -73,15 +74,25 @@ func actionIndex(a Action) int {
 // Decide evaluates req against the set and returns the decision. With no
 // applicable permit policy the request is denied (default deny); any
 // matching forbid policy denies it. A malformed request (unknown action,
-// empty principal ARN, empty database or one containing "/", DBRole given
-// for admin_revoke or missing for another action) is denied with an error.
+// empty principal ARN, a principal Kind that contradicts its ARN, empty
+// database or one containing "/", DBRole given for admin_revoke or missing
+// for another action, Profile missing for assume or given for another
+// action) is denied with an error.
 func (s *Set) Decide(req Request) Decision {
 	ai := actionIndex(req.Action)
+	kind := kindWorkload
+	if req.Principal.IsUser() {
+		kind = kindUser
+	}
 	switch {
 	case ai < 0:
 		return requestError("unknown action " + strconv.Quote(string(req.Action)))
 	case req.Principal.ARN == "":
 		return requestError("empty principal ARN")
+	case req.Principal.Kind != KindFromARN && req.Principal.Kind != KindWorkload && req.Principal.Kind != KindUser:
+		return requestError("unknown principal kind " + strconv.Quote(string(req.Principal.Kind)))
+	case req.Principal.Kind != KindFromARN && req.Principal.IsUser() != isUserARN(req.Principal.ARN):
+		return requestError("principal kind " + string(req.Principal.Kind) + " does not match its ARN")
 	case req.Action == ActionAssume && (req.Profile == "" || req.Database != "" || req.DBRole != ""):
 		return requestError("assume needs a profile and no database")
 	case req.Action != ActionAssume && req.Profile != "":
@@ -97,7 +108,7 @@ func (s *Set) Decide(req Request) Decision {
 		return requestError("action " + string(req.Action) + " needs a database role")
 	}
 
-	b := &s.buckets[ai]
+	b := &s.buckets[kind][ai]
 	dbUID := types.NewEntityUID(typeDatabase, types.String(req.Database))
 	ents := requestEntities{
 		action:   actionEntities[ai],
@@ -122,16 +133,7 @@ func (s *Set) Decide(req Request) Decision {
 		return Decision{} // no policy can apply: default deny
 	}
 
-	p := req.Principal
-	ents.principal = types.Entity{
-		UID: types.NewEntityUID(typeWorkload, types.String(p.ARN)),
-		Attributes: types.NewRecord(types.RecordMap{
-			"account": types.String(p.Account),
-			"role":    types.String(p.Role),
-			"session": types.String(p.Session),
-			"user_id": types.String(p.UserID),
-		}),
-	}
+	ents.principal = principalEntity(req.Principal, kind)
 
 	now := req.Now
 	if now.IsZero() {
@@ -175,6 +177,34 @@ func (s *Set) Decide(req Request) Decision {
 		slices.Sort(out.Errors)
 	}
 	return out
+}
+
+// principalEntity is the Cedar entity of p: Ephemera::Workload or
+// Ephemera::User, with exactly the attributes the schema declares.
+func principalEntity(p Principal, kind int) types.Entity {
+	if kind == kindUser {
+		user := p.User
+		if user == "" {
+			user = p.ARN[strings.LastIndexByte(p.ARN, '/')+1:]
+		}
+		return types.Entity{
+			UID: types.NewEntityUID(typeUser, types.String(p.ARN)),
+			Attributes: types.NewRecord(types.RecordMap{
+				"account": types.String(p.Account),
+				"user":    types.String(user),
+				"user_id": types.String(p.UserID),
+			}),
+		}
+	}
+	return types.Entity{
+		UID: types.NewEntityUID(typeWorkload, types.String(p.ARN)),
+		Attributes: types.NewRecord(types.RecordMap{
+			"account": types.String(p.Account),
+			"role":    types.String(p.Role),
+			"session": types.String(p.Session),
+			"user_id": types.String(p.UserID),
+		}),
+	}
 }
 
 func requestError(msg string) Decision {

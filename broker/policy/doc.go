@@ -7,11 +7,15 @@
 //
 //	principal  Ephemera::Workload::"arn:aws:iam::123456789012:role/orders-api-role"
 //	           attributes: account, role, session, user_id (all String)
-//	action     Ephemera::Action::"issue" | "renew" | "revoke" | "admin_revoke"
+//	           or, for an IAM user (only when the broker allows them),
+//	           Ephemera::User::"arn:aws:iam::123456789012:user/alice"
+//	           attributes: account, user, user_id (all String)
+//	action     Ephemera::Action::"issue" | "renew" | "revoke" | "admin_revoke" | "assume"
 //	resource   Ephemera::DatabaseRole::"orders/readonly", child of
 //	           Ephemera::Database::"orders" (so `resource in
 //	           Ephemera::Database::"orders"` matches); for admin_revoke the
-//	           resource is Ephemera::Database::"orders" itself
+//	           resource is Ephemera::Database::"orders" itself; for assume
+//	           it is Ephemera::AwsProfile::"reports-read"
 //	context    ttl_seconds (Long), now (datetime), hour_utc (Long, 0-23),
 //	           weekday (String, "Monday".."Sunday"), stage (String),
 //	           source_ip (ipaddr, optional: present only when known)
@@ -41,6 +45,33 @@
 // Everything is denied unless a permit policy matches, and any matching
 // forbid policy wins over every permit.
 //
+// # IAM users
+//
+// An IAM user is an Ephemera::User, never an Ephemera::Workload, so that no
+// policy written for roles ever matches a user — not even a user named like
+// a role (a user orders-api-intern does not match `principal.role like
+// "orders-api-*"`). Precisely:
+//
+//   - a permit applies to users only if its principal scope names
+//     Ephemera::User (`principal is Ephemera::User`, `principal ==
+//     Ephemera::User::"arn:..."`); a permit with an open scope that checks
+//     only principal.account still reaches workloads only;
+//   - a forbid applies to users unless it reads Workload attributes
+//     (principal.role, principal.session) or names an Ephemera::Workload,
+//     so `forbid (principal, action, resource in ...)` guards users too;
+//   - a policy that reads principal.user must scope its principal to
+//     Ephemera::User, or it fails to load.
+//
+// A policy for users, then, looks like this:
+//
+//	@id("interns-read-reports")
+//	permit (principal is Ephemera::User, action == Ephemera::Action::"issue",
+//	        resource == Ephemera::DatabaseRole::"reports/readonly")
+//	when { principal.account == "123456789012" && principal.user like "*-intern" };
+//
+// Request.Principal.Kind says which type the caller is; left at its zero
+// value, it is read from the ARN (arn:<p>:iam::<acct>:user/... is a user).
+//
 // # Loading and validation
 //
 // [LoadDir] reads every *.cedar file of a directory (not recursively) in
@@ -49,6 +80,11 @@
 // every problem, when a file does not parse, when two policies share an id,
 // or when a policy does not validate against the schema. An empty directory
 // gives an empty [Set] that denies everything.
+//
+// Each policy is validated twice, once as if every action applied to
+// workloads only and once to users only; it applies to the principal types
+// it validates for (with the permit rule above), and is an error if it
+// validates for neither.
 //
 // Validation approach: cedar-go v1.9.0 ships a schema validator
 // (github.com/cedar-policy/cedar-go/x/exp/schema/validate, experimental
@@ -74,7 +110,7 @@
 //		log.Fatal(err) // names file and position; errors.Is(err, policy.ErrInvalid)
 //	}
 //	d := set.Decide(policy.Request{
-//		Principal:  policy.Principal{ARN: arn, Account: acct, Role: role, Session: fn},
+//		Principal:  policy.Principal{ARN: arn, Account: acct, Role: role, Session: fn, Kind: policy.KindWorkload},
 //		Action:     policy.ActionIssue,
 //		Database:   "orders",
 //		DBRole:     "readonly",

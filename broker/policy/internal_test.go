@@ -68,7 +68,11 @@ func TestIndexMatchesFullEvaluation(t *testing.T) {
 	}
 	conds := []string{"", `when { context.ttl_seconds <= 300 }`, `when { principal.role like "orders-*" }`,
 		`unless { context has source_ip }`, `when { context.ttl_seconds * 9223372036854775807 > 0 }`}
+	// Policies scoped to IAM users read user attributes, never role ones.
+	userConds := []string{"", `when { principal.user like "orders-*" }`, `unless { context has source_ip }`,
+		`when { context.ttl_seconds * 9223372036854775807 > 0 }`}
 
+	userAllowed := 0
 	for round := range 20 {
 		var src strings.Builder
 		for i := range 40 {
@@ -79,30 +83,40 @@ func TestIndexMatchesFullEvaluation(t *testing.T) {
 			a := actions[rng.IntN(len(actions))]
 			rs := resources(a)
 			r := rs[rng.IntN(len(rs))]
-			scope := "principal"
+			scope, cond := "principal", conds[rng.IntN(len(conds))]
+			if rng.IntN(3) == 0 {
+				scope, cond = "principal is Ephemera::User", userConds[rng.IntN(len(userConds))]
+			}
 			if a != "" {
 				scope += ", " + a
 			} else {
 				scope += ", action"
 			}
-			fmt.Fprintf(&src, "@id(\"p%d\") %s (%s, %s) %s;\n", i, effect, scope, r, conds[rng.IntN(len(conds))])
+			fmt.Fprintf(&src, "@id(\"p%d\") %s (%s, %s) %s;\n", i, effect, scope, r, cond)
 		}
 		s, err := Parse(map[string][]byte{"r.cedar": []byte(src.String())})
 		if err != nil {
 			t.Fatalf("round %d: %v\n%s", round, err, src.String())
 		}
-		full := cedar.PolicyMap{}
+		// What applies to a user: forbids, and permits whose scope names
+		// Ephemera::User; never a policy reading principal.role.
+		full, forUsers := cedar.PolicyMap{}, cedar.PolicyMap{}
 		list, err := cedar.NewPolicyListFromBytes("r.cedar", []byte(src.String()))
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i, p := range list {
-			full[cedar.PolicyID(fmt.Sprintf("p%d", i))] = p
+			id := cedar.PolicyID(fmt.Sprintf("p%d", i))
+			full[id] = p
+			text := string(p.MarshalCedar())
+			if !strings.Contains(text, "principal.role") && (p.Effect() == cedar.Forbid || strings.Contains(text, "is Ephemera::User")) {
+				forUsers[id] = p
+			}
 		}
 		for range 200 {
+			name := []string{"orders-api", "billing"}[rng.IntN(2)]
 			req := Request{
-				Principal: Principal{ARN: "arn:aws:iam::1:role/r", Account: "1",
-					Role: []string{"orders-api", "billing"}[rng.IntN(2)]},
+				Principal:  Principal{ARN: "arn:aws:iam::1:role/r", Account: "1", Role: name},
 				Action:     []Action{ActionIssue, ActionRenew, ActionRevoke, ActionAdminRevoke}[rng.IntN(4)],
 				Database:   dbs[rng.IntN(len(dbs))],
 				DBRole:     roles[rng.IntN(len(roles))],
@@ -115,12 +129,23 @@ func TestIndexMatchesFullEvaluation(t *testing.T) {
 			if rng.IntN(2) == 0 {
 				req.SourceIP = netip.MustParseAddr("10.0.0.1")
 			}
+			policies := full
+			if rng.IntN(2) == 0 {
+				req.Principal = Principal{ARN: "arn:aws:iam::1:user/" + name, Account: "1", Kind: KindUser, User: name}
+				policies = forUsers
+			}
 			got := s.Decide(req)
-			want := reference(full, req)
+			want := reference(policies, req)
+			if got.Allowed && req.Principal.Kind == KindUser {
+				userAllowed++
+			}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("round %d, request %+v:\nDecide    %+v\nreference %+v\npolicies:\n%s", round, req, got, want, src.String())
 			}
 		}
+	}
+	if userAllowed == 0 {
+		t.Errorf("no user request was allowed: the generator tests nothing for users")
 	}
 }
 
@@ -138,6 +163,13 @@ func reference(policies cedar.PolicyMap, req Request) Decision {
 		"account": types.String(req.Principal.Account), "role": types.String(req.Principal.Role),
 		"session": types.String(req.Principal.Session), "user_id": types.String(req.Principal.UserID),
 	})}
+	if req.Principal.Kind == KindUser {
+		p = types.NewEntityUID(typeUser, types.String(req.Principal.ARN))
+		entities[p] = types.Entity{UID: p, Attributes: types.NewRecord(types.RecordMap{
+			"account": types.String(req.Principal.Account), "user": types.String(req.Principal.User),
+			"user_id": types.String(req.Principal.UserID),
+		})}
+	}
 	now := req.Now.UTC()
 	ctx := types.RecordMap{
 		"ttl_seconds": types.Long(req.TTLSeconds), "now": types.NewDatetime(now),

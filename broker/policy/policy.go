@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -26,22 +27,64 @@ import (
 // schema validation failures. Test for it with [errors.Is].
 var ErrInvalid = errors.New("policy: invalid policy set")
 
-// Principal is the authenticated workload making a request. It becomes the
-// Cedar principal Ephemera::Workload::"<ARN>" with the attributes account,
-// role, session and user_id.
+// Principal is the authenticated caller of a request: an AWS workload (an
+// IAM role, through one of its sessions) or, when the broker allows IAM
+// users, an IAM user. A workload becomes the Cedar principal
+// Ephemera::Workload::"<ARN>" with the attributes account, role, session and
+// user_id; a user becomes Ephemera::User::"<ARN>" with the attributes
+// account, user and user_id. The two types never mix: a policy that reads
+// principal.role, or names an Ephemera::Workload, never applies to a user.
 type Principal struct {
-	// ARN is the canonical IAM role ARN, e.g.
-	// "arn:aws:iam::123456789012:role/orders-api-role". It is the entity id.
+	// ARN is the canonical, path-less ARN, and the entity id:
+	// "arn:aws:iam::123456789012:role/orders-api-role" for a workload,
+	// "arn:aws:iam::123456789012:user/alice" for a user.
 	ARN string
 	// Account is the AWS account id (principal.account).
 	Account string
 	// Role is the IAM role name (principal.role), e.g. "orders-api-role".
+	// Ignored for a user.
 	Role string
 	// Session is the role session name, the Lambda function name
-	// (principal.session).
+	// (principal.session). Ignored for a user.
 	Session string
-	// UserID is the IAM unique id of the session (principal.user_id).
+	// UserID is the IAM unique id of the session or user (principal.user_id).
 	UserID string
+	// Kind selects the Cedar type. The zero value, KindFromARN, reads it
+	// from ARN: an IAM user ARN (arn:<p>:iam::<acct>:user/...) is a user,
+	// any other ARN a workload. A Kind that contradicts ARN denies the
+	// request.
+	Kind PrincipalKind
+	// User is the IAM user name (principal.user); when empty, the last
+	// segment of a user ARN. Ignored for a workload.
+	User string
+}
+
+// PrincipalKind is the Cedar entity type a Principal becomes.
+type PrincipalKind string
+
+// The kinds of principal.
+const (
+	// KindFromARN takes the kind from Principal.ARN.
+	KindFromARN PrincipalKind = ""
+	// KindWorkload is an IAM role: Ephemera::Workload.
+	KindWorkload PrincipalKind = "workload"
+	// KindUser is an IAM user: Ephemera::User.
+	KindUser PrincipalKind = "user"
+)
+
+// IsUser reports whether p becomes an Ephemera::User (by Kind, or by its ARN
+// when Kind is KindFromARN).
+func (p Principal) IsUser() bool {
+	if p.Kind == KindFromARN {
+		return isUserARN(p.ARN)
+	}
+	return p.Kind == KindUser
+}
+
+// isUserARN reports whether arn names an IAM user: arn:<p>:iam::<acct>:user/...
+func isUserARN(arn string) bool {
+	parts := strings.SplitN(arn, ":", 6)
+	return len(parts) == 6 && parts[0] == "arn" && parts[2] == "iam" && strings.HasPrefix(parts[5], "user/")
 }
 
 // Action is a broker operation; it becomes Ephemera::Action::"<Action>".
@@ -112,14 +155,26 @@ type Decision struct {
 // Set is a validated, immutable set of Cedar policies. It is safe for
 // concurrent use by multiple goroutines.
 type Set struct {
-	ids     []string           // sorted
-	buckets [numActions]bucket // policies that can apply, per action
+	ids []string // sorted
+	// buckets hold the policies that can apply, per principal kind and
+	// action.
+	buckets [numKinds][numActions]bucket
 }
+
+// Principal kinds as indexes of Set.buckets.
+const (
+	kindWorkload = iota
+	kindUser
+	numKinds
+)
 
 // entry is one policy under its id.
 type entry struct {
 	id  cedar.PolicyID
 	pol *cedar.Policy
+	// kinds has bit 1<<k set for each principal kind k the policy applies
+	// to: those under which it validates.
+	kinds uint8
 }
 
 // bucket indexes the policies whose action scope can match one action.
@@ -186,26 +241,57 @@ func Parse(files map[string][]byte) (*Set, error) {
 //go:embed schema.cedarschema
 var schemaText []byte
 
-// loadSchema parses and resolves the embedded schema once.
-var loadSchema = sync.OnceValues(func() (*resolved.Schema, error) {
+// bothPrincipals is how the embedded schema lists the principal types of
+// every action.
+const bothPrincipals = "principal: [Workload, User],"
+
+// loadValidators resolves the embedded schema once, and once per principal
+// kind: variant k lets every action apply to that kind of principal only.
+// A policy applies to the kinds under whose variant it validates, so one
+// that reads principal.role (a Workload attribute) or names an
+// Ephemera::Workload applies to workloads only, and one that reads
+// principal.user or names an Ephemera::User applies to users only; parse
+// further keeps permits whose principal scope does not name Ephemera::User
+// away from users.
+var loadValidators = sync.OnceValues(func() ([numKinds]*validate.Validator, error) {
+	var out [numKinds]*validate.Validator
+	if _, err := resolveSchema(schemaText); err != nil {
+		return out, err
+	}
+	if !bytes.Contains(schemaText, []byte(bothPrincipals)) {
+		return out, fmt.Errorf("schema does not list %q", bothPrincipals)
+	}
+	for k, only := range [numKinds]string{kindWorkload: "principal: [Workload],", kindUser: "principal: [User],"} {
+		rs, err := resolveSchema(bytes.ReplaceAll(schemaText, []byte(bothPrincipals), []byte(only)))
+		if err != nil {
+			return out, err
+		}
+		out[k] = validate.New(rs)
+	}
+	return out, nil
+})
+
+func resolveSchema(text []byte) (*resolved.Schema, error) {
 	var s schema.Schema
 	s.SetFilename("schema.cedarschema")
-	if err := s.UnmarshalCedar(schemaText); err != nil {
+	if err := s.UnmarshalCedar(text); err != nil {
 		return nil, err
 	}
 	return s.Resolve()
-})
+}
+
+// allKinds applies a policy to every principal kind.
+const allKinds = 1<<numKinds - 1
 
 // parse implements Parse; withValidation is false only in tests that need
-// to load policies the schema would reject.
+// to load policies the schema would reject (they apply to every kind).
 func parse(files map[string][]byte, withValidation bool) (*Set, error) {
-	var validator *validate.Validator
+	var validators [numKinds]*validate.Validator
 	if withValidation {
-		rs, err := loadSchema()
-		if err != nil {
+		var err error
+		if validators, err = loadValidators(); err != nil {
 			return nil, fmt.Errorf("%w: embedded schema: %w", ErrInvalid, err)
 		}
-		validator = validate.New(rs)
 	}
 
 	names := slices.Sorted(func(yield func(string) bool) {
@@ -239,19 +325,55 @@ func parse(files map[string][]byte, withValidation bool) (*Set, error) {
 				continue
 			}
 			where[id] = at
-			if validator != nil {
-				if err := validator.Policy("", (*xast.Policy)(p.AST())); err != nil {
-					problems = append(problems, fmt.Sprintf("%s: policy %q does not validate against the schema: %s", at, id, joinErr(err)))
+			e := entry{id: cedar.PolicyID(id), pol: p, kinds: allKinds}
+			if withValidation {
+				var errs [numKinds]error
+				e.kinds = 0
+				for k, v := range validators {
+					if errs[k] = v.Policy("", (*xast.Policy)(p.AST())); errs[k] == nil {
+						e.kinds |= 1 << k
+					}
+				}
+				if e.kinds == 0 {
+					problems = append(problems, fmt.Sprintf("%s: policy %q does not validate against the schema: %s", at, id, joinErr(errs[principalScopeKind(p)])))
 					continue
 				}
+				// A permit reaches IAM users only if its scope says so.
+				if p.Effect() == cedar.Permit && principalScopeKind(p) != kindUser {
+					if e.kinds &^= 1 << kindUser; e.kinds == 0 {
+						problems = append(problems, fmt.Sprintf("%s: policy %q permits only IAM users but its scope does not say so: write `principal is %s`", at, id, typeUser))
+						continue
+					}
+				}
 			}
-			all = append(all, entry{id: cedar.PolicyID(id), pol: p})
+			all = append(all, e)
 		}
 	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
 	}
 	return newSet(all), nil
+}
+
+// principalScopeKind is kindUser if the principal scope of p names
+// Ephemera::User (principal == / in / is Ephemera::User...), else
+// kindWorkload.
+func principalScopeKind(p *cedar.Policy) int {
+	var t types.EntityType
+	switch sc := p.AST().Principal.(type) {
+	case xast.ScopeTypeEq:
+		t = sc.Entity.Type
+	case xast.ScopeTypeIn:
+		t = sc.Entity.Type
+	case xast.ScopeTypeIs:
+		t = sc.Type
+	case xast.ScopeTypeIsIn:
+		t = sc.Type
+	}
+	if t == typeUser {
+		return kindUser
+	}
+	return kindWorkload
 }
 
 // policyID returns the @id annotation of p, or "<file>#<index>".
@@ -281,11 +403,11 @@ func newSet(all []entry) *Set {
 		s.ids = append(s.ids, string(e.id))
 		ast := e.pol.AST()
 		key, keyed := resourceKey(ast.Resource)
-		for ai := range numActions {
-			if !actionScopeMatches(ast.Action, actionUIDs[ai]) {
+		for k, ai := range allBuckets {
+			if e.kinds&(1<<k) == 0 || !actionScopeMatches(ast.Action, actionUIDs[ai]) {
 				continue
 			}
-			b := &s.buckets[ai]
+			b := &s.buckets[k][ai]
 			if !keyed {
 				b.any = append(b.any, e)
 				continue
@@ -298,6 +420,17 @@ func newSet(all []entry) *Set {
 	}
 	slices.Sort(s.ids)
 	return s
+}
+
+// allBuckets iterates over every (kind, action index) pair.
+func allBuckets(yield func(int, int) bool) {
+	for k := range numKinds {
+		for ai := range numActions {
+			if !yield(k, ai) {
+				return
+			}
+		}
+	}
 }
 
 // resourceKey returns the single entity a resource scope is anchored to.

@@ -162,7 +162,7 @@ func TestPolicyTest(t *testing.T) {
 		"PASS  orders-api reads orders",
 		"FAIL  wrong expectation: expected deny, got allow by orders-api-reads-orders (" + filepath.Join(cases, "fail.yaml") + ":9)",
 		"FAIL  right decision, wrong policies: deny as expected, but determined by [quarantine] instead of [something-else]",
-		`FAIL  not an action: invalid case: action "drop_table" is not issue, renew, revoke or admin_revoke`,
+		`FAIL  not an action: invalid case: action "drop_table" is not issue, renew, revoke, admin_revoke or assume`,
 	} {
 		if !strings.HasPrefix(ls[i], want) {
 			t.Errorf("line %d: want prefix %q, got %q", i, want, ls[i])
@@ -179,5 +179,169 @@ func TestPolicyTest(t *testing.T) {
 	r = run(t, "policy", "test", writeFiles(t, map[string]string{"bad.cedar": "permit ("}), filepath.Join(cases, "pass.yaml"))
 	if r.code != 1 || !strings.Contains(r.stderr, "bad.cedar") {
 		t.Errorf("invalid policies: %v", r)
+	}
+}
+
+const profilePolicies = `
+@id("reports-assume-reports-read")
+permit (principal, action == Ephemera::Action::"assume", resource == Ephemera::AwsProfile::"reports-read")
+when { principal.role like "reports-*" && context.ttl_seconds <= 900 };
+
+@id("orders-api-reads-orders")
+permit (principal, action == Ephemera::Action::"issue", resource == Ephemera::DatabaseRole::"orders/readonly")
+when { principal.account == "123456789012" && principal.role like "orders-api*" };
+
+@id("analysts-assume-reports-read")
+permit (principal is Ephemera::User, action == Ephemera::Action::"assume", resource == Ephemera::AwsProfile::"reports-read")
+when { principal.account == "123456789012" && principal.user like "analyst-*" };
+`
+
+const profileCases = `
+- name: reports workload assumes reports-read
+  principal: {arn: "arn:aws:sts::123456789012:assumed-role/reports-api/reports-fn"}
+  action: assume
+  profile: reports-read
+  ttl_seconds: 900
+  expect: allow
+  policies: [reports-assume-reports-read]
+- name: not another profile
+  principal: {arn: "arn:aws:iam::123456789012:role/reports-api"}
+  action: assume
+  profile: billing-admin
+  ttl_seconds: 900
+  expect: deny
+  policies: []
+- name: a role with a path is its canonical role
+  principal: {arn: "arn:aws:iam::123456789012:role/team/reports-api"}
+  action: assume
+  profile: reports-read
+  ttl_seconds: 600
+  expect: allow
+- name: an IAM user named like the role is not the role
+  principal: {arn: "arn:aws:iam::123456789012:user/reports-api", user_id: AIDAEXAMPLE}
+  action: assume
+  profile: reports-read
+  ttl_seconds: 900
+  expect: deny
+  policies: []
+- name: an IAM user named like orders-api gets no orders
+  principal: {arn: "arn:aws:iam::123456789012:user/orders-api-intern"}
+  action: issue
+  database: orders
+  role: readonly
+  ttl_seconds: 60
+  expect: deny
+- name: analysts (IAM users, with a path) assume reports-read
+  principal: {arn: "arn:aws:iam::123456789012:user/analytics/analyst-ann"}
+  action: assume
+  profile: reports-read
+  ttl_seconds: 900
+  expect: allow
+  policies: [analysts-assume-reports-read]
+- name: user name override
+  principal: {arn: "arn:aws:iam::123456789012:user/ann", user: analyst-ann}
+  action: assume
+  profile: reports-read
+  expect: allow
+`
+
+const badProfileCases = `
+- name: assume without a profile
+  principal: {arn: "arn:aws:iam::123456789012:role/reports-api"}
+  action: assume
+  expect: deny
+- name: a profile on issue
+  principal: {arn: "arn:aws:iam::123456789012:role/reports-api"}
+  action: issue
+  database: orders
+  role: readonly
+  profile: reports-read
+  expect: deny
+- name: a role attribute on a user
+  principal: {arn: "arn:aws:iam::123456789012:user/ann", role: reports-api}
+  action: assume
+  profile: reports-read
+  expect: deny
+- name: not a principal ARN
+  principal: {arn: "arn:aws:iam::123456789012:group/reports"}
+  action: assume
+  profile: reports-read
+  expect: deny
+`
+
+// TestPolicyTestProfilesAndUsers: cases can name the assume action with a
+// profile, and IAM-user principals, which policies for roles never match.
+func TestPolicyTestProfilesAndUsers(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"aws.cedar": profilePolicies})
+	cases := writeFiles(t, map[string]string{"ok.yaml": profileCases, "bad.yaml": badProfileCases})
+
+	r := run(t, "policy", "test", dir, filepath.Join(cases, "ok.yaml"))
+	ls := lines(r.stdout)
+	if r.code != 0 || len(ls) != 8 || ls[7] != "7 passed, 0 failed" || r.stderr != "" {
+		t.Fatalf("profile cases: %v", r)
+	}
+	for _, l := range ls[:7] {
+		if !strings.HasPrefix(l, "PASS  ") {
+			t.Errorf("want PASS: %s", l)
+		}
+	}
+
+	r = run(t, "policy", "test", dir, filepath.Join(cases, "bad.yaml"))
+	ls = lines(r.stdout)
+	if r.code != 1 || len(ls) != 5 || ls[4] != "0 passed, 4 failed" {
+		t.Fatalf("invalid cases: %v", r)
+	}
+	for i, want := range []string{
+		"FAIL  assume without a profile: invalid case: assume needs a profile",
+		"FAIL  a profile on issue: invalid case: a profile applies only to assume",
+		"FAIL  a role attribute on a user: invalid case: principal.role and principal.session apply to roles",
+		`FAIL  not a principal ARN: invalid case: principal.arn: attest: invalid principal ARN "arn:aws:iam::123456789012:group/reports"`,
+	} {
+		if !strings.HasPrefix(ls[i], want) {
+			t.Errorf("line %d: want prefix %q, got %q", i, want, ls[i])
+		}
+	}
+}
+
+// The demo's policies (a template: placeholders stay literal) validate, and
+// the demo role may assume the demo's AWS profile (reports-read in
+// sam/broker/ephemera.yaml) but no IAM user of the same name may.
+func TestPolicyDemoDirectory(t *testing.T) {
+	demo := filepath.Join("..", "..", "sam", "broker", "policies")
+	r := run(t, "policy", "validate", demo)
+	if r.code != 0 || !strings.Contains(r.stdout, "demo-assumes-reports-read\n") {
+		t.Fatalf("validate %s: %v", demo, r)
+	}
+	cases := writeFiles(t, map[string]string{"demo.yaml": `
+- name: the demo role assumes reports-read
+  principal: {arn: "arn:aws:iam::123456789012:role/demo", account: "${EPHEMERA_ACCOUNT_ID}", role: "${EPHEMERA_DEMO_ROLE}"}
+  action: assume
+  profile: reports-read
+  ttl_seconds: 900
+  expect: allow
+  policies: [demo-assumes-reports-read]
+- name: not for longer than 15 minutes
+  principal: {arn: "arn:aws:iam::123456789012:role/demo", account: "${EPHEMERA_ACCOUNT_ID}", role: "${EPHEMERA_DEMO_ROLE}"}
+  action: assume
+  profile: reports-read
+  ttl_seconds: 901
+  expect: deny
+- name: the demo role reads orders
+  principal: {arn: "arn:aws:iam::123456789012:role/demo", account: "${EPHEMERA_ACCOUNT_ID}", role: "${EPHEMERA_DEMO_ROLE}"}
+  action: issue
+  database: orders
+  role: readonly
+  ttl_seconds: 900
+  expect: allow
+- name: an IAM user is never the demo role
+  principal: {arn: "arn:aws:iam::123456789012:user/demo", account: "${EPHEMERA_ACCOUNT_ID}"}
+  action: assume
+  profile: reports-read
+  ttl_seconds: 900
+  expect: deny
+`})
+	r = run(t, "policy", "test", demo, filepath.Join(cases, "demo.yaml"))
+	if r.code != 0 || !strings.HasSuffix(r.stdout, "4 passed, 0 failed\n") {
+		t.Errorf("demo cases: %v", r)
 	}
 }

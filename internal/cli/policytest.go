@@ -12,9 +12,11 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ephemera-sh/ephemera/broker/attest"
 	"github.com/ephemera-sh/ephemera/broker/policy"
 )
 
@@ -27,15 +29,14 @@ func policyTestCommand() *command {
 CASES.yaml, a YAML list of:
 
   - name: orders-api reads orders
-    principal:                 # the verified workload
-      arn: arn:aws:iam::123456789012:role/orders-api   # canonical role ARN
-      account: "123456789012"  # default: from a role ARN
-      role: orders-api         # default: from a role ARN
+    principal:                 # the verified caller
+      arn: arn:aws:iam::123456789012:role/orders-api   # role, session or IAM user ARN
       session: orders-api-fn   # the Lambda function name
       user_id: AROAEXAMPLE:orders-api-fn
-    action: issue              # issue | renew | revoke | admin_revoke
-    database: orders
-    role: readonly             # database role; empty for admin_revoke
+    action: issue              # issue | renew | revoke | admin_revoke | assume
+    database: orders           # not for assume
+    role: readonly             # database role; not for admin_revoke or assume
+    profile: reports-read      # AWS profile; only for assume
     ttl_seconds: 900
     time: 2026-11-17T03:00:00Z # optional (context.now), default: now
     source_ip: 10.0.0.7        # optional (context.source_ip)
@@ -43,10 +44,15 @@ CASES.yaml, a YAML list of:
     expect: allow              # allow | deny
     policies: [orders-api-reads-orders]  # optional: exactly the determining ids
 
-An STS assumed-role ARN (arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION) is
-accepted too and becomes the canonical role ARN, account, role and session.
-Prints one line per case, PASS or FAIL with the reason, and a closing line
-"N passed, N failed"; exits 1 if any case failed.`,
+principal.arn is one of:
+  arn:aws:iam::ACCOUNT:role/[PATH/]ROLE          a workload (Ephemera::Workload)
+  arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION a workload; SESSION is its session
+  arn:aws:iam::ACCOUNT:user/[PATH/]USER          an IAM user (Ephemera::User)
+and becomes the canonical, path-less ARN the broker would see, with its
+account and role (or user) name. principal.account, principal.role (or
+principal.user for an IAM user) and principal.session override what the ARN
+says. Prints one line per case, PASS or FAIL with the reason, and a closing
+line "N passed, N failed"; exits 1 if any case failed.`,
 		example: "ephemera policy test ./policies ./policies/cases.yaml",
 		setup: func(c *CLI, fs *flag.FlagSet) func(context.Context, []string) error {
 			return func(ctx context.Context, args []string) error {
@@ -67,12 +73,14 @@ type testCase struct {
 		ARN     string `yaml:"arn"`
 		Account string `yaml:"account"`
 		Role    string `yaml:"role"`
+		User    string `yaml:"user"`
 		Session string `yaml:"session"`
 		UserID  string `yaml:"user_id"`
 	} `yaml:"principal"`
 	Action     string    `yaml:"action"`
 	Database   string    `yaml:"database"`
 	Role       string    `yaml:"role"`
+	Profile    string    `yaml:"profile"`
 	TTLSeconds int64     `yaml:"ttl_seconds"`
 	Time       string    `yaml:"time"`
 	SourceIP   string    `yaml:"source_ip"`
@@ -184,49 +192,83 @@ func runCase(set *policy.Set, tc testCase) (bool, string) {
 
 // caseRequest builds the policy request of a case.
 func caseRequest(tc testCase) (policy.Request, error) {
-	p := policy.Principal{ARN: tc.Principal.ARN}
-	if p.ARN == "" {
-		return policy.Request{}, errors.New("principal.arn is required")
+	p, err := casePrincipal(tc)
+	if err != nil {
+		return policy.Request{}, err
 	}
-	if m := assumedRoleRE.FindStringSubmatch(p.ARN); m != nil {
-		p.ARN = "arn:" + m[1] + ":iam::" + m[2] + ":role/" + m[3]
-		p.Account, p.Role, p.Session = m[2], m[3], m[4]
-	} else if m := canonicalARNRE.FindStringSubmatch(p.ARN); m != nil {
-		p.Account, p.Role = m[2], m[3]
-	}
-	if v := tc.Principal.Account; v != "" {
-		p.Account = v
-	}
-	if v := tc.Principal.Role; v != "" {
-		p.Role = v
-	}
-	if v := tc.Principal.Session; v != "" {
-		p.Session = v
-	}
-	p.UserID = tc.Principal.UserID
 	req := policy.Request{Principal: p, Action: policy.Action(tc.Action), Database: tc.Database, DBRole: tc.Role,
-		TTLSeconds: tc.TTLSeconds, Stage: tc.Stage}
+		Profile: tc.Profile, TTLSeconds: tc.TTLSeconds, Stage: tc.Stage}
 	switch req.Action {
-	case policy.ActionIssue, policy.ActionRenew, policy.ActionRevoke, policy.ActionAdminRevoke:
+	case policy.ActionIssue, policy.ActionRenew, policy.ActionRevoke, policy.ActionAdminRevoke, policy.ActionAssume:
 	default:
-		return req, fmt.Errorf("action %q is not issue, renew, revoke or admin_revoke", tc.Action)
+		return req, fmt.Errorf("action %q is not issue, renew, revoke, admin_revoke or assume", clipText(tc.Action))
 	}
 	if tc.Expect != "allow" && tc.Expect != "deny" {
-		return req, fmt.Errorf("expect %q is not allow or deny", tc.Expect)
+		return req, fmt.Errorf("expect %q is not allow or deny", clipText(tc.Expect))
 	}
 	if tc.Time != "" {
 		t, err := time.Parse(time.RFC3339Nano, tc.Time)
 		if err != nil {
-			return req, fmt.Errorf("time %q is not RFC 3339", tc.Time)
+			return req, fmt.Errorf("time %q is not RFC 3339", clipText(tc.Time))
 		}
 		req.Now = t
 	}
 	if tc.SourceIP != "" {
 		ip, err := netip.ParseAddr(tc.SourceIP)
 		if err != nil {
-			return req, fmt.Errorf("source_ip %q is not an IP address", tc.SourceIP)
+			return req, fmt.Errorf("source_ip %q is not an IP address", clipText(tc.SourceIP))
 		}
 		req.SourceIP = ip
 	}
 	return req, nil
+}
+
+// casePrincipal is the principal the broker would build for the case's
+// ARN: a workload for a role or session ARN, an IAM user for a user ARN.
+func casePrincipal(tc testCase) (policy.Principal, error) {
+	pr := tc.Principal
+	if pr.ARN == "" {
+		return policy.Principal{}, errors.New("principal.arn is required")
+	}
+	a, err := attest.ParsePrincipalARN(pr.ARN)
+	if err != nil {
+		return policy.Principal{}, fmt.Errorf("principal.arn: %w", err)
+	}
+	p := policy.Principal{ARN: a.Canonical(), Account: a.Account, UserID: pr.UserID}
+	if a.Kind == attest.KindUser {
+		if pr.Role != "" || pr.Session != "" {
+			return p, errors.New("principal.role and principal.session apply to roles, not to an IAM user")
+		}
+		p.Kind, p.User = policy.KindUser, a.Name
+		if pr.User != "" {
+			p.User = pr.User
+		}
+	} else {
+		if pr.User != "" {
+			return p, errors.New("principal.user applies to an IAM user, not to a role")
+		}
+		p.Kind, p.Role, p.Session = policy.KindWorkload, a.Name, a.Session
+		if pr.Role != "" {
+			p.Role = pr.Role
+		}
+		if pr.Session != "" {
+			p.Session = pr.Session
+		}
+	}
+	if pr.Account != "" {
+		p.Account = pr.Account
+	}
+	return p, nil
+}
+
+// clipText cuts text from the cases file for an error message.
+func clipText(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	s = s[:64]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s + "…"
 }

@@ -18,7 +18,10 @@ func policyValidateCommand() *command {
 		synopsis: "DIR",
 		help: `Loads every .cedar file directly in DIR as the broker does at start:
 parses it, checks that policy ids (@id("...")) are unique and validates every
-policy against ephemera's Cedar schema (DESIGN §5). Prints the policy ids,
+policy against ephemera's Cedar schema (principals Ephemera::Workload and
+Ephemera::User, resources Ephemera::Database, Ephemera::DatabaseRole and
+Ephemera::AwsProfile, actions issue, renew, revoke, admin_revoke and assume;
+see 'go doc github.com/ephemera-sh/ephemera/broker/policy'). Prints the policy ids,
 one per line; or every problem, one per line on stderr, and exits 1. A
 directory without policies is an error too: a broker loading it would deny
 every request.`,
