@@ -73,7 +73,13 @@ export class Database {
   // less than the margin is left on it (a renewed lease keeps its user and its connection).
   async connection() {
     if (this.client && this.cred.expires_at - Date.now() >= this.marginMs) return this.client;
-    const c = await credential(this.name);
+    let c;
+    try {
+      c = await credential(this.name);
+    } catch (e) {
+      if (!this.client || this.cred.expires_at <= Date.now()) throw e;
+      return this.client; // the extension cannot answer now; this login is still valid
+    }
     if (!this.client || c.username !== this.cred.username) await this.#connect(c);
     this.cred = c; // same user: the lease was renewed, or this is all there is
     return this.client;

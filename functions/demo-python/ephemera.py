@@ -24,6 +24,7 @@ import os
 import re
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 
 DEFAULT_PORT = 2772  # the extension's default EPHEMERA_PORT
@@ -65,7 +66,8 @@ def parse_time(s):
 def credential(name, refresh=False):
     """The database credential `name`: username, password, host, port, dbname, sslmode, dsn,
     lease_id, expires_at (a datetime). refresh=True asks for a new one."""
-    c = _get("/v1/credentials/%s%s" % (name, "?refresh=true" if refresh else ""), "X-Ephemera-Token")
+    path = "/v1/credentials/" + urllib.parse.quote(name, safe="") + ("?refresh=true" if refresh else "")
+    c = _get(path, "X-Ephemera-Token")
     c["expires_at"] = parse_time(c["expires_at"])
     return c
 
@@ -85,7 +87,12 @@ class Database:
         """The connection, (re)connected when the extension serves another user or less
         than `margin` is left on it (a renewed lease keeps its user and its connection)."""
         if self.conn is None or self.conn.closed or _left(self.cred) < self.margin:
-            c = credential(self.name)
+            try:
+                c = credential(self.name)
+            except EphemeraError:
+                if self.conn is None or self.conn.closed or _left(self.cred) <= 0:
+                    raise
+                return self.conn  # the extension cannot answer now; this login is still valid
             if self.conn is None or self.conn.closed or c["username"] != self.cred["username"]:
                 self._connect(c)
             self.cred = c  # same user: the lease was renewed, or this is all there is
@@ -133,7 +140,7 @@ def aws_credentials(name):
         _advisory_refresh_timeout, _mandatory_refresh_timeout = 4 * 60, 2 * 60
 
     def fetch():
-        d = _get("/v1/aws/" + name, "Authorization")
+        d = _get("/v1/aws/" + urllib.parse.quote(name, safe=""), "Authorization")
         return {"access_key": d["AccessKeyId"], "secret_key": d["SecretAccessKey"],
                 "token": d["Token"], "expiry_time": d["Expiration"]}
 

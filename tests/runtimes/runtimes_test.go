@@ -3,14 +3,9 @@ package runtimes
 import (
 	"context"
 	"fmt"
-	"os"
-	"regexp"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
-
-	extconfig "github.com/ephemera-sh/ephemera/extension/config"
 )
 
 // TestOrdersAndAWSIdentity: for each runtime, the demo function reads a credential and
@@ -135,26 +130,5 @@ func TestRotationAndFreeze(t *testing.T) {
 			t.Logf("%s: 7 invocations, %d users, %d generations", rt.name, len(users), len(generations))
 			sb.shutdown(t)
 		})
-	}
-}
-
-// TestHelpersDefaultPort: the helpers' default port is the extension's default
-// EPHEMERA_PORT, so that a function without EPHEMERA_PORT finds the extension.
-func TestHelpersDefaultPort(t *testing.T) {
-	for file, re := range map[string]*regexp.Regexp{
-		"../../functions/demo-python/ephemera.py": regexp.MustCompile(`(?m)^DEFAULT_PORT = (\d+)`),
-		"../../functions/demo-node/ephemera.js":   regexp.MustCompile(`(?m)^export const DEFAULT_PORT = (\d+);`),
-	} {
-		src, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := re.FindSubmatch(src)
-		if m == nil {
-			t.Fatalf("%s: no DEFAULT_PORT", file)
-		}
-		if p, _ := strconv.Atoi(string(m[1])); p != extconfig.DefaultPort {
-			t.Errorf("%s: DEFAULT_PORT %d, the extension's default is %d", file, p, extconfig.DefaultPort)
-		}
 	}
 }
