@@ -6,8 +6,9 @@
 //   const rows = await db.run((c) => c.query("SELECT 1"));
 //   const sts = new STSClient({ credentials: awsCredentials("reports") }); // the profile's role
 //
-// Database keeps one connection and reconnects when the extension serves another user (the
-// lease reached its max TTL) or when its credential is about to expire; a query whose
+// Database keeps one connection. When less than a margin is left on its credential it reads
+// the credential again and reconnects if the extension now serves another user (a renewed
+// lease keeps its user; at its max TTL the extension issues a new one); a query whose
 // connection was ended under it ("terminating connection due to administrator command": the
 // broker's reaper ends the sessions of expired users) is run once more on a new connection.
 // Only retry-safe work belongs in run(): a read, or one transaction.

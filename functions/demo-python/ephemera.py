@@ -7,8 +7,9 @@ Only the standard library is needed; psycopg (3) and boto3 are imported when you
     rows = db.run(lambda conn: conn.execute("SELECT 1").fetchall())
     sts = ephemera.boto3_session("reports").client("sts")    # signs with the profile's role
 
-Database keeps one connection and reconnects when the extension serves another user (the
-lease reached its max TTL) or when its credential is about to expire; a query whose
+Database keeps one connection. When less than a margin is left on its credential it reads the
+credential again and reconnects if the extension now serves another user (a renewed lease
+keeps its user; at its max TTL the extension issues a new one); a query whose
 connection was ended under it ("terminating connection due to administrator command": the
 broker's reaper ends the sessions of expired users) is run once more on a new connection.
 Only retry-safe work belongs in run(): a read, or one transaction.

@@ -53,8 +53,9 @@ func TestOrdersAndAWSIdentity(t *testing.T) {
 			if len(pids) != 1 {
 				t.Fatalf("%d sessions of %s, want the helper's one connection", len(pids), a.CurrentUser)
 			}
-			if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend($1)`, pids[0]); err != nil {
-				t.Fatal(err)
+			var ended bool // pg_terminate_backend with a timeout waits until the session is gone
+			if err := admin.QueryRow(ctx, `SELECT pg_terminate_backend($1, 30000)`, pids[0]).Scan(&ended); err != nil || !ended {
+				t.Fatalf("ending session %d: %v %v", pids[0], ended, err)
 			}
 			c := sb.invoke(t)
 			if !c.ok() || c.CurrentUser != a.CurrentUser {
