@@ -110,12 +110,13 @@ func TestRotationAndFreeze(t *testing.T) {
 				users[a.CurrentUser] = true
 				generations[a.CurrentUser+" "+a.LeaseExpiresAt.String()] = true
 			}
-			record(sb.invoke(t), "after INIT")
+			prev := sb.invoke(t)
+			record(prev, "after INIT")
 			for _, frozen := range []time.Duration{
 				2 * time.Second,                // short of the refresh point
 				4 * time.Second,                // past it: a renewal, or a new user near max_ttl
-				rotatingTTL + 2*time.Second,    // past the TTL: the old user expired, its sessions ended
-				3 * time.Second,                //
+				rotatingTTL + 2*time.Second,    // past the TTL: the old user expired, its sessions end
+				3 * time.Second,                // within the new user's TTL
 				rotatingMaxTTL + 1*time.Second, // past max_ttl
 				500 * time.Millisecond,         // back to back
 			} {
@@ -123,7 +124,14 @@ func TestRotationAndFreeze(t *testing.T) {
 					t.Fatal("the sandbox is not frozen between invocations")
 				}
 				time.Sleep(frozen)
-				record(sb.invoke(t), "after "+frozen.String()+" frozen")
+				a := sb.invoke(t)
+				record(a, "after "+frozen.String()+" frozen")
+				// An expired lease cannot be renewed: past the TTL the function must have
+				// moved to a new user.
+				if frozen > rotatingTTL && a.CurrentUser == prev.CurrentUser {
+					t.Fatalf("after %v frozen the function still used %s, whose lease expired at %v", frozen, a.CurrentUser, prev.LeaseExpiresAt)
+				}
+				prev = a
 			}
 			if len(users) < 2 || len(generations) < 3 {
 				t.Fatalf("the function saw %d users and %d generations, want at least 2 and 3", len(users), len(generations))
