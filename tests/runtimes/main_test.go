@@ -1,0 +1,247 @@
+package runtimes
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ephemera-sh/ephemera/broker/config"
+	"github.com/ephemera-sh/ephemera/sam/local/stack"
+	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
+)
+
+// The AWS profile every function of the package uses: the broker (itself the role
+// ephemera-broker) assumes reportsRole for it.
+const (
+	profileName = "reports"      // the function's name for it (EPHEMERA_AWS_PROFILES)
+	profile     = "reports-read" // the broker's aws_profiles entry
+	reportsRole = "arn:aws:iam::123456789012:role/reports-read"
+	brokerRole  = "ephemera-broker"
+)
+
+// Rotating role: the broker's YAML refuses TTLs under 30 s on purpose, so the stack's
+// Configure hook adds it, for many rotations in a short test.
+const (
+	rotatingTTL    = 6 * time.Second
+	rotatingMaxTTL = 12 * time.Second
+)
+
+const awsConfigYAML = `aws_profiles:
+  ` + profile + `:
+    role_arn: ` + reportsRole + `
+    max_ttl: 1h
+`
+
+const assumePolicy = `
+@id("orders-api-assumes-reports")
+permit (principal, action == Ephemera::Action::"assume", resource == Ephemera::AwsProfile::"` + profile + `")
+when { principal.account == "123456789012" && principal.role like "orders-api-*" };
+`
+
+// One stack, one extension binary and one admin pool for the whole package.
+var (
+	st        *stack.Stack
+	admin     *pgxpool.Pool // superuser pool on the stack's database
+	extDir    string        // holds the extension "ephemera"
+	rec       = &passwordRecorder{seen: map[string]bool{}}
+	brokerOut = &syncBuffer{} // the broker's logs, audit lines and metrics
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	fail := func(format string, args ...any) int {
+		fmt.Fprintf(os.Stderr, "FAIL: tests/runtimes setup: "+format+"\n", args...)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "ephemera-runtimes-*")
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer os.RemoveAll(dir)
+
+	built := make(chan error, 1)
+	go func() {
+		var err error
+		extDir, _, err = stack.Binaries(ctx, filepath.Join(dir, "bin"))
+		built <- err
+	}()
+	brokerID, err := startStack(ctx, dir)
+	if err != nil {
+		<-built
+		return fail("stack: %v", err)
+	}
+	defer st.Close()
+	st.STS.Add(brokerID)
+	st.STS.AddRole(stsserver.Role{ARN: reportsRole, TrustedPrincipals: []string{stack.RoleARN(brokerRole)}})
+	if err := <-built; err != nil {
+		return fail("building the extension: %v", err)
+	}
+	if admin, err = pgxpool.New(ctx, st.PG.URL()); err != nil {
+		return fail("admin pool: %v", err)
+	}
+	defer admin.Close()
+	return m.Run()
+}
+
+// startStack starts the local system with the AWS profile, the rotating role and a reaper
+// every second (so that expired users lose their sessions, as in AWS), and returns the
+// broker's own AWS identity, to be registered with the STS emulator.
+//
+// The stack has no option for the broker's AWS identity yet: broker.New then loads the
+// AWS SDK's default configuration, whose static credentials come from the environment
+// when it loads. So the environment holds the identity's keys (and no shared config
+// files) only while the stack starts.
+func startStack(ctx context.Context, dir string) (stsserver.Identity, error) {
+	id := stsserver.NewIdentity(stack.Account, brokerRole, "broker")
+	vars := map[string]string{
+		"AWS_ACCESS_KEY_ID":           id.AccessKeyID,
+		"AWS_SECRET_ACCESS_KEY":       id.SecretAccessKey,
+		"AWS_SESSION_TOKEN":           id.SessionToken,
+		"AWS_CONFIG_FILE":             filepath.Join(dir, "no-aws-config"),
+		"AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "no-aws-credentials"),
+		"AWS_PROFILE":                 "",
+		"AWS_EC2_METADATA_DISABLED":   "true",
+	}
+	for k, v := range vars {
+		old, had := os.LookupEnv(k)
+		if v == "" {
+			os.Unsetenv(k)
+		} else {
+			os.Setenv(k, v)
+		}
+		if had {
+			defer os.Setenv(k, old)
+		} else {
+			defer os.Unsetenv(k)
+		}
+	}
+	var err error
+	st, err = stack.Start(ctx, stack.Options{
+		Config:     stack.DefaultConfig + awsConfigYAML,
+		Policies:   stack.DefaultPolicies + assumePolicy,
+		ReapEvery:  time.Second,
+		Output:     brokerOut,
+		Middleware: rec.wrap,
+		Configure: func(c *config.Config) {
+			db := c.Databases["orders"]
+			r := *db.Roles["readonly"]
+			r.Name, r.DefaultTTL, r.MaxTTL = "rotating", rotatingTTL, rotatingMaxTTL
+			db.Roles["rotating"] = &r
+		},
+	})
+	return id, err
+}
+
+// passwordRecorder wraps the broker's handler and keeps every password it issued, to look
+// for them in logs later.
+type passwordRecorder struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (p *passwordRecorder) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/credentials" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		cw := &captureWriter{ResponseWriter: w}
+		h.ServeHTTP(cw, r)
+		var c struct {
+			Password string `json:"password"`
+		}
+		if json.Unmarshal(cw.body.Bytes(), &c) == nil && c.Password != "" {
+			p.mu.Lock()
+			p.seen[c.Password] = true
+			p.mu.Unlock()
+		}
+	})
+}
+
+func (p *passwordRecorder) passwords() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.seen))
+	for pw := range p.seen {
+		out = append(out, pw)
+	}
+	return out
+}
+
+type captureWriter struct {
+	http.ResponseWriter
+	body bytes.Buffer
+}
+
+func (w *captureWriter) Write(b []byte) (int, error) {
+	w.body.Write(b)
+	return w.ResponseWriter.Write(b)
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// runtimeSpec is one language's demo function.
+type runtimeSpec struct {
+	name string // subtest name
+	dir  string // the function's folder, relative to this package
+	// missing says what to install when the interpreter or the packages are absent.
+	missing func() string
+}
+
+var runtimes = []runtimeSpec{
+	{name: "python", dir: "../../functions/demo-python", missing: pythonMissing},
+	{name: "node", dir: "../../functions/demo-node", missing: nodeMissing},
+}
+
+// pythonMissing checks that Debian's python3 has psycopg and boto3.
+func pythonMissing() string {
+	out, err := exec.Command("/usr/bin/python3", "-c", "import psycopg, boto3").CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("/usr/bin/python3 cannot import psycopg and boto3 (%v: %s): install Debian's packages "+
+			"with `apt-get install -y python3-psycopg python3-boto3` (.ci/run does)", err, strings.TrimSpace(string(out)))
+	}
+	return ""
+}
+
+// nodeMissing checks for node and the function's node_modules.
+func nodeMissing() string {
+	if _, err := exec.LookPath("node"); err != nil {
+		return "node is not on PATH: install Node.js 20 or later"
+	}
+	for _, mod := range []string{"pg", "@aws-sdk/client-sts"} {
+		if _, err := os.Stat(filepath.Join("../../functions/demo-node/node_modules", mod, "package.json")); err != nil {
+			return fmt.Sprintf("functions/demo-node/node_modules lacks %s: run `npm ci` in functions/demo-node (.ci/run does)", mod)
+		}
+	}
+	return ""
+}
