@@ -454,3 +454,22 @@ func TestIssueRESTEvent(t *testing.T) {
 		t.Error("not a call through the execute-api VPC endpoint")
 	}
 }
+
+// Every parameter is in exactly one group of the console's form.
+func TestParameterGroups(t *testing.T) {
+	tpl := loadTemplate(t)
+	seen := map[string]int{}
+	for _, g := range get(tpl, "Metadata", "AWS::CloudFormation::Interface", "ParameterGroups").(arr) {
+		for _, p := range get(g, "Parameters").(arr) {
+			if get(tpl, "Parameters", str(p)) == nil {
+				t.Errorf("group %v names no parameter %v", get(g, "Label", "default"), p)
+			}
+			seen[str(p)]++
+		}
+	}
+	for p := range get(tpl, "Parameters").(obj) {
+		if seen[p] != 1 {
+			t.Errorf("parameter %s is in %d groups, want 1", p, seen[p])
+		}
+	}
+}
