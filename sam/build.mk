@@ -23,10 +23,12 @@ LAMBDA_BUILD = cd "$(ROOT)" && CGO_ENABLED=0 GOOS=linux GOARCH=arm64 \
 	$(GO) build -tags lambda.norpc -trimpath -buildvcs=false -ldflags='-s -w'
 
 # The RDS certificate authorities, for sslmode verify-full (PGSSLROOTCERT).
-# Offline, point RDS_CA_FILE at a copy (an absolute path).
-RDS_CA_URL  ?= https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
-RDS_CA_FILE ?=
+# The build never downloads them: it copies the bundle committed in
+# sam/certs/ (refresh it with `make -C sam/certs refresh`, see
+# sam/certs/README.md). RDS_CA_FILE (an absolute path) overrides it.
+RDS_CA_FILE ?= $(SAM_DIR)/certs/rds-global-bundle.pem
 define rds-ca
-	$(if $(RDS_CA_FILE),cp "$(RDS_CA_FILE)" "$(1)",curl -fsSL --proto '=https' --tlsv1.2 -o "$(1)" "$(RDS_CA_URL)")
-	grep -q 'BEGIN CERTIFICATE' "$(1)" || { echo "$(1): not a PEM certificate bundle" >&2; exit 1; }
+	@test -f "$(RDS_CA_FILE)" || { echo "$(RDS_CA_FILE) is missing: run 'make -C $(SAM_DIR)/certs refresh' (see sam/certs/README.md) and commit it, or set RDS_CA_FILE" >&2; exit 1; }
+	grep -q 'BEGIN CERTIFICATE' "$(RDS_CA_FILE)" || { echo "$(RDS_CA_FILE): not a PEM certificate bundle" >&2; exit 1; }
+	cp "$(RDS_CA_FILE)" "$(1)"
 endef

@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,5 +103,121 @@ func TestLinesAreValidEMF(t *testing.T) {
 		if !names[want] {
 			t.Errorf("metric %s never emitted", want)
 		}
+	}
+}
+
+// directive returns the one CloudWatchMetrics directive of a line.
+func directive(t *testing.T, doc map[string]any) map[string]any {
+	t.Helper()
+	dirs := doc["_aws"].(map[string]any)["CloudWatchMetrics"].([]any)
+	if len(dirs) != 1 {
+		t.Fatalf("%d directives, want 1", len(dirs))
+	}
+	return dirs[0].(map[string]any)
+}
+
+func dimensionSets(dir map[string]any) [][]string {
+	var sets [][]string
+	for _, s := range dir["Dimensions"].([]any) {
+		var names []string
+		for _, n := range s.([]any) {
+			names = append(names, n.(string))
+		}
+		sets = append(sets, names)
+	}
+	return sets
+}
+
+// New keeps the default namespace and adds no dimension.
+func TestNewUsesTheDefaultNamespace(t *testing.T) {
+	var buf bytes.Buffer
+	e := metrics.New(&buf)
+	e.Decision("issue", "allow", "")
+	dir := directive(t, ValidateEMF(t, bytes.TrimSpace(buf.Bytes())))
+	if dir["Namespace"] != metrics.Namespace || e.Namespace() != metrics.Namespace {
+		t.Errorf("namespace %v (Namespace() %q), want %q", dir["Namespace"], e.Namespace(), metrics.Namespace)
+	}
+	if got := dimensionSets(dir); len(got) != 2 || len(got[0]) != 2 || len(got[1]) != 1 {
+		t.Errorf("dimension sets %v, want [[Outcome Reason] [Outcome]]", got)
+	}
+}
+
+// A stack's own namespace and a fixed Stack dimension reach every line and
+// every dimension set, dimensionless sets included, so per-stack alarms
+// can select them.
+func TestOptionsNamespaceAndFixedDimensions(t *testing.T) {
+	var buf bytes.Buffer
+	e, err := metrics.NewWithOptions(&buf, metrics.Options{
+		Namespace:  "ephemera/prod-orders",
+		Dimensions: map[string]string{"Stack": "prod-orders"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Decision("issue", "deny", "access_denied")
+	e.IssueLatencies(time.Millisecond, time.Millisecond, time.Microsecond)
+	e.ReapRun("orders", 0, 0, 3, []time.Duration{time.Second})
+	sc := bufio.NewScanner(&buf)
+	n := 0
+	for sc.Scan() {
+		n++
+		doc := ValidateEMF(t, sc.Bytes())
+		dir := directive(t, doc)
+		if dir["Namespace"] != "ephemera/prod-orders" {
+			t.Errorf("line %d: namespace %v", n, dir["Namespace"])
+		}
+		if doc["Stack"] != "prod-orders" {
+			t.Errorf("line %d: Stack property %v", n, doc["Stack"])
+		}
+		sets := dimensionSets(dir)
+		if len(sets) == 0 {
+			t.Errorf("line %d: no dimension set", n)
+		}
+		for _, set := range sets {
+			if len(set) == 0 || set[0] != "Stack" {
+				t.Errorf("line %d: dimension set %v does not start with Stack", n, set)
+			}
+		}
+	}
+	if n != 4 {
+		t.Fatalf("%d lines, want 4", n)
+	}
+}
+
+// A property of a line cannot override a fixed dimension's value.
+func TestFixedDimensionsWinOverProperties(t *testing.T) {
+	var buf bytes.Buffer
+	e, err := metrics.NewWithOptions(&buf, metrics.Options{Dimensions: map[string]string{"Stack": "a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Emit([][]string{{}}, map[string]string{"Stack": "b"}, metrics.Metric{Name: "X", Unit: metrics.Count, Value: 1})
+	doc := ValidateEMF(t, bytes.TrimSpace(buf.Bytes()))
+	if doc["Stack"] != "a" || directive(t, doc)["Namespace"] != metrics.Namespace {
+		t.Errorf("Stack %v, namespace %v", doc["Stack"], directive(t, doc)["Namespace"])
+	}
+}
+
+func TestInvalidOptions(t *testing.T) {
+	many := map[string]string{}
+	for i := range metrics.MaxFixedDimensions + 1 {
+		many[string(rune('a'+i))] = "v"
+	}
+	for name, opts := range map[string]metrics.Options{
+		"AWS namespace":       {Namespace: "AWS/Lambda"},
+		"namespace too long":  {Namespace: strings.Repeat("n", 256)},
+		"namespace character": {Namespace: "ephemera\n"},
+		"reserved dimension":  {Dimensions: map[string]string{"Outcome": "x"}},
+		"metric name":         {Dimensions: map[string]string{"Decisions": "x"}},
+		"empty value":         {Dimensions: map[string]string{"Stack": ""}},
+		"bad name":            {Dimensions: map[string]string{"a b": "x"}},
+		"too many":            {Dimensions: many},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e, err := metrics.NewWithOptions(io.Discard, opts)
+			if !errors.Is(err, metrics.ErrInvalidOptions) || e != nil {
+				t.Errorf("NewWithOptions(%+v) = %v, %v; want ErrInvalidOptions", opts, e, err)
+			}
+		})
 	}
 }
