@@ -3,10 +3,9 @@ package broker
 import (
 	"context"
 	"fmt"
-	"regexp"
-	"strings"
 
 	"github.com/ephemera-sh/ephemera/broker/api"
+	"github.com/ephemera-sh/ephemera/broker/attest"
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/policy"
@@ -35,7 +34,7 @@ func (b *Broker) AdminRevoke(ctx context.Context, in AdminRevokeInput) (out *api
 		return nil, err
 	}
 	withCaller(&rec, c)
-	target, err := canonicalRoleARN(in.PrincipalARN)
+	target, err := b.canonicalPrincipal(in.PrincipalARN)
 	if err != nil {
 		return nil, err
 	}
@@ -123,55 +122,17 @@ func (b *Broker) AdminRevoke(ctx context.Context, in AdminRevokeInput) (out *api
 	return &api.AdminRevocation{PrincipalARN: target, Revoked: revoked}, nil
 }
 
-// roleNameRE is IAM's role name: [\w+=,.@-]{1,64}.
-var (
-	roleNameRE = regexp.MustCompile(`^[\w+=,.@-]{1,64}$`)
-	accountRE  = regexp.MustCompile(`^[0-9]{12}$`)
-	partitions = map[string]bool{"aws": true, "aws-cn": true, "aws-us-gov": true, "aws-iso": true, "aws-iso-b": true, "aws-iso-e": true, "aws-iso-f": true, "aws-eusc": true}
-)
-
-// canonicalRoleARN turns a role ARN (canonical or with a path) or an
-// assumed-role ARN into the canonical, path-less role ARN that leases
-// record; anything else is invalid_request.
-func canonicalRoleARN(s string) (string, error) {
-	bad := func(why string) error {
-		return api.Errorf(api.CodeInvalidRequest, "principal_arn %q is not a role ARN (%s): give arn:<partition>:iam::<account>:role/<name> or an assumed-role ARN of it", callerText(s), why)
-	}
+// canonicalPrincipal turns the principal_arn of an admin revoke (a role
+// ARN, canonical or with a path, an assumed-role ARN of it, or an IAM user
+// ARN when users are allowed) into the canonical ARN that leases record;
+// anything else is invalid_request, never a silent "revoked 0".
+func (b *Broker) canonicalPrincipal(s string) (string, error) {
 	if s == "" {
 		return "", api.Errorf(api.CodeInvalidRequest, "principal_arn is required")
 	}
-	parts := strings.SplitN(s, ":", 6)
-	if len(parts) != 6 || parts[0] != "arn" || parts[3] != "" {
-		return "", bad("not an ARN")
+	arn, err := attest.CanonicalPrincipalARN(s, b.cfg.AllowIAMUsers)
+	if err != nil {
+		return "", api.Wrap(api.CodeInvalidRequest, err, "principal_arn: "+err.Error())
 	}
-	partition, service, account, resource := parts[1], parts[2], parts[4], parts[5]
-	if !partitions[partition] {
-		return "", bad("unknown partition")
-	}
-	if !accountRE.MatchString(account) {
-		return "", bad("the account must be 12 digits")
-	}
-	var name string
-	switch {
-	case service == "iam" && strings.HasPrefix(resource, "role/"):
-		segs := strings.Split(strings.TrimPrefix(resource, "role/"), "/")
-		name = segs[len(segs)-1]
-		for _, p := range segs[:len(segs)-1] {
-			if p == "" || !roleNameRE.MatchString(p) {
-				return "", bad("malformed role path")
-			}
-		}
-	case service == "sts" && strings.HasPrefix(resource, "assumed-role/"):
-		segs := strings.Split(strings.TrimPrefix(resource, "assumed-role/"), "/")
-		if len(segs) != 2 || !roleNameRE.MatchString(segs[1]) {
-			return "", bad("an assumed-role ARN is assumed-role/<role>/<session>")
-		}
-		name = segs[0]
-	default:
-		return "", bad("not an IAM role or an assumed role")
-	}
-	if !roleNameRE.MatchString(name) {
-		return "", bad("malformed role name")
-	}
-	return "arn:" + partition + ":iam::" + account + ":role/" + name, nil
+	return arn, nil
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ephemera-sh/ephemera/broker/api"
+	"github.com/ephemera-sh/ephemera/broker/attest"
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/broker/policy"
@@ -19,7 +20,7 @@ func (b *Broker) policyRequest(c caller, info RequestInfo, action policy.Action,
 		return policy.Request{}
 	}
 	return policy.Request{
-		Principal:  policy.Principal{ARN: p.RoleARN, Account: p.Account, Role: p.Role, Session: p.Session, UserID: p.UserID},
+		Principal:  principal(p),
 		Action:     action,
 		Database:   database,
 		DBRole:     dbRole,
@@ -94,4 +95,16 @@ func notConfigured(format string, args ...any) error {
 		}
 	}
 	return api.Errorf(api.CodeNotFound, format, args...)
+}
+
+// principal is the Cedar principal of a verified caller: an
+// Ephemera::Workload for a role, an Ephemera::User for an IAM user (only
+// with allow_iam_users), so no policy written for roles ever matches a user.
+func principal(p *attest.Principal) policy.Principal {
+	out := policy.Principal{ARN: p.RoleARN, Account: p.Account, Role: p.Role, Session: p.Session, UserID: p.UserID,
+		Kind: policy.KindWorkload}
+	if p.IsUser() {
+		out.Kind, out.User = policy.KindUser, p.User
+	}
+	return out
 }

@@ -91,9 +91,11 @@ func (c *CLI) audit(ctx context.Context, o auditOptions) error {
 		return usagef("", "--limit must be at least 1")
 	}
 	if o.principal != "" {
-		if err := checkPrincipalARN(o.principal); err != nil {
+		canonical, err := canonicalPrincipal(o.principal)
+		if err != nil {
 			return err
 		}
+		o.principal = canonical
 	}
 	filter := lease.HistoryFilter{Database: o.db.database, PrincipalARN: o.principal}
 	if o.at != "" {

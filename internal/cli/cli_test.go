@@ -83,8 +83,8 @@ func TestUsageErrors(t *testing.T) {
 	usage(t, run(t, "revoke"), "exactly one of --lease ID or --principal ARN", "ephemera revoke")
 	usage(t, run(t, "revoke", "--lease", "x", "--principal", "arn:aws:iam::1:role/r"), "exactly one of")
 	usage(t, run(t, "revoke", "--lease", "not-a-uuid"), "is not a lease id")
-	usage(t, run(t, "revoke", "--principal", "arn:aws:sts::123456789012:assumed-role/orders-api/fn"),
-		"session ARN", "Did you mean --principal arn:aws:iam::123456789012:role/orders-api?")
+	usage(t, run(t, "revoke", "--principal", "arn:aws:iam::123456789012:role/orders-api "), "--principal:", "Pass the role's ARN")
+	usage(t, run(t, "revoke", "--principal", "orders-api"), "--principal:")
 	usage(t, run(t, "policy", "validate"), "want exactly one argument DIR", "ephemera policy validate ./policies")
 	usage(t, run(t, "policy", "test", "dir"), "want two arguments DIR CASES.yaml")
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ephemera-sh/ephemera/broker/admindb"
+	"github.com/ephemera-sh/ephemera/broker/attest"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 )
 
@@ -100,23 +101,18 @@ func stores(pool *pgxpool.Pool, names []string) *lease.Stores {
 }
 
 var (
-	uuidRE         = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	assumedRoleRE  = regexp.MustCompile(`^arn:([a-z-]+):sts::(\d{12}):assumed-role/([^/]+)/(.+)$`)
-	canonicalARNRE = regexp.MustCompile(`^arn:([a-z-]+):iam::(\d{12}):role/(?:.*/)?([^/]+)$`)
+	uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 )
 
-// checkPrincipalARN refuses an STS assumed-role ARN: leases are held by the
-// canonical role ARN (DESIGN §3).
-func checkPrincipalARN(arn string) error {
-	if m := assumedRoleRE.FindStringSubmatch(arn); m != nil {
-		return usagef(fmt.Sprintf("Did you mean --principal arn:%s:iam::%s:role/%s?", m[1], m[2], m[3]),
-			"%q is a session ARN; leases are held by the canonical role ARN", arn)
+// canonicalPrincipal reads --principal as the broker reads principal_arn:
+// a role ARN (canonical or with a path), an assumed-role ARN of it, or an
+// IAM user ARN; leases are held by the canonical, path-less ARN.
+func canonicalPrincipal(arn string) (string, error) {
+	c, err := attest.CanonicalPrincipalARN(arn, true)
+	if err != nil {
+		return "", usagef("Pass the role's ARN, e.g. --principal arn:aws:iam::123456789012:role/orders-api.", "--principal: %v", err)
 	}
-	if !strings.HasPrefix(arn, "arn:") {
-		return usagef("Pass the canonical role ARN, e.g. --principal arn:aws:iam::123456789012:role/orders-api.",
-			"%q is not an ARN", arn)
-	}
-	return nil
+	return c, nil
 }
 
 var errNoLease = errors.New("no such lease")

@@ -81,9 +81,11 @@ func (c *CLI) revoke(ctx context.Context, o revokeOptions) error {
 	case o.leaseID != "" && !uuidRE.MatchString(o.leaseID):
 		return usagef("Lease ids are UUIDs, as 'ephemera leases' lists them.", "--lease %q is not a lease id", o.leaseID)
 	case o.principal != "":
-		if err := checkPrincipalARN(o.principal); err != nil {
+		canonical, err := canonicalPrincipal(o.principal)
+		if err != nil {
 			return err
 		}
+		o.principal = canonical
 	}
 	o.leaseID = strings.ToLower(o.leaseID)
 	operator, err := c.Operator()
