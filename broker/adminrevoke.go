@@ -56,6 +56,9 @@ func (b *Broker) AdminRevoke(ctx context.Context, in AdminRevokeInput) (out *api
 		if len(ls) > 0 || in.Database != "" {
 			targets[name] = ls
 		}
+		if len(ls) > 0 {
+			target = ls[0].PrincipalARN // as STS spells it (IAM ignores the case of role names)
+		}
 	}
 	if len(targets) == 0 {
 		for _, name := range names {

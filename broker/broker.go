@@ -93,11 +93,17 @@ func New(ctx context.Context, opts Options) (_ *Broker, err error) {
 	if b.policies.Len() == 0 {
 		b.log.Warn("no policies loaded: every request will be denied", "policy_dir", cfg.PolicyDir)
 	}
+	m := opts.Metrics
+	if m == nil {
+		if m, err = metrics.NewWithOptions(orDefault(opts.AuditOut, io.Writer(os.Stdout)), metrics.Options{Namespace: cfg.MetricsNamespace}); err != nil {
+			return nil, fmt.Errorf("broker: EPHEMERA_METRICS_NAMESPACE: %w", err)
+		}
+	}
 	b.stores, err = lease.Open(ctx, cfg, lease.OpenOptions{Getenv: opts.Getenv, AWS: opts.AWS})
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	b.wire(opts.AuditOut, opts.Metrics)
+	b.wire(opts.AuditOut, m)
 	b.verifier, err = attest.NewVerifier(attest.Config{
 		Audience:      cfg.Audience,
 		Region:        cfg.Region,

@@ -106,6 +106,13 @@ type env struct {
 type envOptions struct {
 	policies *string // nil: basePolicies
 	now      func() time.Time
+	// dbPort, when set, is where the broker reaches PostgreSQL (a fault
+	// proxy in front of the test server).
+	dbPort int
+	// env adds or overrides the broker's environment (EPHEMERA_DB_TIMEOUT...).
+	env map[string]string
+	// yaml is appended to the configuration (top-level keys).
+	yaml string
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -133,7 +140,13 @@ func startBroker(t *testing.T, o envOptions, sts *stsserver.Server, logs, audits
 		must(t, os.WriteFile(filepath.Join(polDir, "orders.cedar"), []byte(pol), 0o644))
 	}
 	cfgPath := filepath.Join(dir, "ephemera.yaml")
-	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(baseConfig, pg.Port(), pg.Database())), 0o644))
+	port := pg.Port()
+	adminDSN := pg.ConnString(setup.AdminUser, setup.AdminPassword, pg.Database())
+	if o.dbPort != 0 {
+		port = o.dbPort
+		adminDSN = strings.Replace(adminDSN, fmt.Sprintf(":%d/", pg.Port()), fmt.Sprintf(":%d/", o.dbPort), 1)
+	}
+	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(baseConfig, port, pg.Database())+o.yaml), 0o644))
 	vars := map[string]string{
 		"EPHEMERA_CONFIG":       cfgPath,
 		"EPHEMERA_POLICY_DIR":   polDir,
@@ -141,7 +154,10 @@ func startBroker(t *testing.T, o envOptions, sts *stsserver.Server, logs, audits
 		"EPHEMERA_STS_ENDPOINT": sts.URL(),
 		"EPHEMERA_STAGE":        "test",
 		"AWS_REGION":            region,
-		"TEST_ORDERS_ADMIN_DSN": pg.ConnString(setup.AdminUser, setup.AdminPassword, pg.Database()),
+		"TEST_ORDERS_ADMIN_DSN": adminDSN,
+	}
+	for k, v := range o.env {
+		vars[k] = v
 	}
 	getenv := func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
 	cfg, err := config.FromEnv(getenv)
@@ -196,6 +212,7 @@ func (e *env) proof(w workload) *attest.Proof {
 type answer struct {
 	Status    int
 	RequestID string
+	Header    http.Header
 	Body      map[string]any
 	Raw       []byte
 }
@@ -234,7 +251,7 @@ func (e *env) do(req *http.Request) answer {
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	must(e.t, err)
-	a := answer{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id"), Raw: raw}
+	a := answer{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id"), Header: resp.Header, Raw: raw}
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		e.t.Fatalf("%s %s: Content-Type %q, want application/json", req.Method, req.URL.Path, ct)
 	}

@@ -65,6 +65,10 @@ type Config struct {
 	// a time, so the default is small: the database's max_connections is
 	// shared by every broker instance (reserved concurrency × pool size).
 	AdminPoolSize int
+	// MetricsNamespace is the CloudWatch namespace of the broker's and the
+	// reaper's metrics (EPHEMERA_METRICS_NAMESPACE; "" means the metrics
+	// package's default), so two stacks in one account keep apart.
+	MetricsNamespace string
 }
 
 // AWSProfile is one assumable AWS role with its limits.
@@ -243,6 +247,7 @@ func (c *Config) applyEnv(get func(string) string) error {
 		c.ProofMaxAge = d
 	}
 	c.Stage = get("EPHEMERA_STAGE")
+	c.MetricsNamespace = get("EPHEMERA_METRICS_NAMESPACE")
 	c.DBTimeout = DefaultDBTimeout
 	if s := get("EPHEMERA_DB_TIMEOUT"); s != "" {
 		d, err := time.ParseDuration(s)
