@@ -129,3 +129,12 @@ func AuditRows(ctx context.Context, db DB, f HistoryFilter, limit int) ([]audit.
 	}
 	return recs, false, nil
 }
+
+// LeaseByUsername returns the lease of an ephemeral user, or ErrNotFound.
+func LeaseByUsername(ctx context.Context, db DB, username string) (*Lease, error) {
+	l, err := scanLease(db.QueryRow(ctx, "SELECT "+leaseColumns+" FROM ephemera.leases WHERE username = $1", username))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("lease: by username: %w", err)
+	}
+	return l, err
+}

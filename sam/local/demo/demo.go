@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ephemera-sh/ephemera/broker/attest"
+	"github.com/ephemera-sh/ephemera/broker/lease"
 	extconfig "github.com/ephemera-sh/ephemera/extension/config"
 	"github.com/ephemera-sh/ephemera/sam/local/lambdaemu"
 	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
@@ -325,14 +326,11 @@ func leaseOf(ctx context.Context, s *stack.Stack, user string) (*leaseInfo, erro
 		return nil, fmt.Errorf("demo: %w", err)
 	}
 	defer conn.Close(ctx)
-	var l leaseInfo
-	err = conn.QueryRow(ctx, `SELECT lease_id::text, expires_at, max_expires_at FROM ephemera.leases WHERE username = $1`, user).
-		Scan(&l.id, &l.expires, &l.max)
+	got, err := lease.LeaseByUsername(ctx, conn, user)
 	if err != nil {
 		return nil, fmt.Errorf("demo: lease of %s: %w", user, err)
 	}
-	l.expires, l.max = l.expires.Local(), l.max.Local()
-	return &l, nil
+	return &leaseInfo{id: got.ID, expires: got.ExpiresAt.Local(), max: got.MaxExpiresAt.Local()}, nil
 }
 
 func roleExists(ctx context.Context, s *stack.Stack, user string) bool {
@@ -433,12 +431,11 @@ func leaseRevokedAt(ctx context.Context, s *stack.Stack, user string) time.Time 
 		return time.Time{}
 	}
 	defer conn.Close(ctx)
-	var t *time.Time
-	_ = conn.QueryRow(ctx, `SELECT revoked_at FROM ephemera.leases WHERE username = $1`, user).Scan(&t)
-	if t == nil {
+	l, err := lease.LeaseByUsername(ctx, conn, user)
+	if err != nil || l.RevokedAt == nil {
 		return time.Time{}
 	}
-	return *t
+	return *l.RevokedAt
 }
 
 func auditTrail(ctx context.Context, s *stack.Stack, out io.Writer) error {
@@ -447,27 +444,16 @@ func auditTrail(ctx context.Context, s *stack.Stack, out io.Writer) error {
 		return fmt.Errorf("demo: %w", err)
 	}
 	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT time, event, decision, reason, principal_arn, session, db_role, username, policies
-		FROM ephemera.audit_log ORDER BY id`)
+	recs, _, err := lease.AuditRows(ctx, conn, lease.HistoryFilter{To: time.Now().Add(time.Hour)}, 10000)
 	if err != nil {
 		return fmt.Errorf("demo: audit: %w", err)
 	}
-	defer rows.Close()
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tEVENT\tDECISION\tREASON\tPRINCIPAL\tFUNCTION\tROLE\tUSERNAME\tPOLICIES")
-	for rows.Next() {
-		var t time.Time
-		var event, decision, reason, principal, session, role, user string
-		var policies []string
-		if err := rows.Scan(&t, &event, &decision, &reason, &principal, &session, &role, &user, &policies); err != nil {
-			return fmt.Errorf("demo: audit: %w", err)
-		}
-		principal = strings.TrimPrefix(principal, "arn:aws:iam::"+stack.Account+":")
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Local().Format(time.TimeOnly), event, decision, dash(reason),
-			dash(principal), dash(session), dash(role), dash(user), dash(strings.Join(policies, ",")))
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("demo: audit: %w", err)
+	for _, r := range recs {
+		principal := strings.TrimPrefix(r.PrincipalARN, "arn:aws:iam::"+stack.Account+":")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Local().Format(time.TimeOnly), r.Event, r.Decision, dash(r.Reason),
+			dash(principal), dash(r.Session), dash(r.DBRole), dash(r.Username), dash(strings.Join(r.Policies, ",")))
 	}
 	return tw.Flush()
 }
