@@ -54,7 +54,9 @@ func Binaries(ctx context.Context, dir string) (extensionsDir, bootstrap string,
 	bootstrap = filepath.Join(dir, "function", "bootstrap")
 	var extErr, demoErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { extErr = gobuild.To(ctx, filepath.Join(extensionsDir, "ephemera"), extensionPkg, extensionOpts) })
+	wg.Go(func() {
+		extErr = gobuild.To(ctx, filepath.Join(extensionsDir, "ephemera"), extensionPkg, extensionOpts)
+	})
 	wg.Go(func() { demoErr = gobuild.To(ctx, bootstrap, demoPkg, demoOpts) })
 	wg.Wait()
 	if err := errors.Join(extErr, demoErr); err != nil {
