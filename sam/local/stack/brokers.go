@@ -31,6 +31,9 @@ type BrokerOptions struct {
 	// Metrics receives this broker's EMF metric lines; default the
 	// stack's Output.
 	Metrics *metrics.Emitter
+	// STSClient sends the proofs to the STS emulator; default the
+	// broker's (2 s timeout, no redirects).
+	STSClient *http.Client
 }
 
 // BrokerServer is one broker serving its HTTP API on a loopback listener.
@@ -78,13 +81,14 @@ func (s *Stack) StartBroker(ctx context.Context, opts BrokerOptions) (_ *BrokerS
 	id := s.BrokerIdentity
 	awsCfg := aws.Config{Region: Region, Credentials: credentials.NewStaticCredentialsProvider(id.AccessKeyID, id.SecretAccessKey, id.SessionToken)}
 	if bs.Broker, err = broker.New(ctx, broker.Options{
-		Config:   bs.Config,
-		Logger:   slog.New(slog.NewJSONHandler(s.out, &slog.HandlerOptions{Level: s.opts.LogLevel})),
-		AuditOut: s.out,
-		Getenv:   getenv,
-		AWS:      &awsCfg,
-		Metrics:  opts.Metrics,
-		Now:      s.opts.Now,
+		Config:    bs.Config,
+		Logger:    slog.New(slog.NewJSONHandler(s.out, &slog.HandlerOptions{Level: s.opts.LogLevel})),
+		AuditOut:  s.out,
+		Getenv:    getenv,
+		AWS:       &awsCfg,
+		Metrics:   opts.Metrics,
+		STSClient: opts.STSClient,
+		Now:       s.opts.Now,
 	}); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
