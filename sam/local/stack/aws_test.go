@@ -55,6 +55,7 @@ func post(t *testing.T, s *stack.Stack, base, path string, id stsserver.Identity
 // broker assumed in its name; a further role of Options is known to STS.
 // At Debug level no secret of the session reaches the output.
 func TestAWSProfilesAreServed(t *testing.T) {
+	t.Parallel()
 	out := &observe.Buffer{}
 	other := stsserver.Role{ARN: stack.RoleARN("audit-writer"), TrustedPrincipals: []string{stack.Account}}
 	s := stack.StartTB(t, stack.Options{
@@ -119,6 +120,7 @@ func TestAWSProfilesAreServed(t *testing.T) {
 // over the same database and policies (here through an admin DSN of its
 // own); it issues, and Close stops it while the stack's broker goes on.
 func TestStartBrokerServesASecondBroker(t *testing.T) {
+	t.Parallel()
 	s := stack.StartTB(t, stack.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
