@@ -6,7 +6,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/sam/local/demodb"
 	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
 )
@@ -19,15 +18,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	pgserver.Main(m, pgserver.Options{}, func(ctx context.Context, s *pgserver.Server) (func(), error) {
+	pgserver.Main(m, pgserver.Options{}, func(ctx context.Context, s *pgserver.Server) (_ func(), err error) {
 		pg = s
-		setup, err := demodb.Bootstrap(ctx, s.URL())
-		if err != nil {
+		if _, admin, err = demodb.AdminPool(ctx, s); err != nil {
 			return nil, err
 		}
-		if admin, err = pgxpool.New(ctx, s.ConnString(setup.AdminUser, setup.AdminPassword, s.Database())); err != nil {
-			return nil, err
-		}
-		return admin.Close, lease.Migrate(ctx, admin)
+		return admin.Close, nil
 	})
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/sam/local/demodb"
 	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
 )
@@ -23,14 +22,8 @@ var (
 func TestMain(m *testing.M) {
 	pgserver.Main(m, pgserver.Options{MaxConnections: 300}, func(ctx context.Context, s *pgserver.Server) (_ func(), err error) {
 		pg = s
-		if setup, err = demodb.Bootstrap(ctx, s.URL()); err != nil {
+		if setup, admin, err = demodb.AdminPool(ctx, s); err != nil {
 			return nil, err
-		}
-		if admin, err = pgxpool.New(ctx, s.ConnString(setup.AdminUser, setup.AdminPassword, s.Database())); err != nil {
-			return nil, err
-		}
-		if err = lease.Migrate(ctx, admin); err != nil {
-			return admin.Close, err
 		}
 		// A schema where orders_write may create objects (for the owned-objects test).
 		_, err = superuserExec(ctx, `CREATE SCHEMA IF NOT EXISTS scratch; GRANT USAGE, CREATE ON SCHEMA scratch TO orders_write`)

@@ -32,14 +32,11 @@ var (
 func TestMain(m *testing.M) {
 	pgserver.Main(m, pgserver.Options{}, func(ctx context.Context, s *pgserver.Server) (_ func(), err error) {
 		pg = s
-		if setup, err = demodb.Bootstrap(ctx, s.URL()); err != nil {
+		if setup, admin, err = demodb.AdminPool(ctx, s); err != nil {
 			return nil, err
 		}
 		adminURL = s.ConnString(setup.AdminUser, setup.AdminPassword, s.Database())
-		if admin, err = pgxpool.New(ctx, adminURL); err != nil {
-			return nil, err
-		}
-		return admin.Close, lease.Migrate(ctx, admin)
+		return admin.Close, nil
 	})
 }
 
