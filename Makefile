@@ -27,9 +27,11 @@ lambdas:
 ## test: vet, unit + integration tests against a real PostgreSQL, short fuzz runs
 test: lint unit fuzz
 
+# Tests run in random order (-shuffle=on; the seed is printed, and
+# `go test -shuffle=SEED` repeats an order): none may depend on another.
 unit:
-	$(GO) test -count=1 -tags lambda.norpc ./...
-	$(GO) test -race -count=1 ./extension/...
+	$(GO) test -count=1 -shuffle=on -tags lambda.norpc ./...
+	$(GO) test -race -count=1 -shuffle=on ./extension/...
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

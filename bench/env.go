@@ -7,14 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -23,19 +18,19 @@ import (
 
 	"github.com/ephemera-sh/ephemera/broker"
 	"github.com/ephemera-sh/ephemera/broker/attest"
-	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/broker/metrics"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
 	"github.com/ephemera-sh/ephemera/sam/local/demodb"
 	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
+	"github.com/ephemera-sh/ephemera/sam/local/stack"
 	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
 )
 
 // Names of the benchmark system.
 const (
-	account      = "123456789012"
-	region       = "us-east-1"
-	audience     = "bench-orders"
+	account      = stack.Account
+	region       = stack.Region
+	audience     = stack.Audience
 	dbDefault    = "orders"      // scram_iterations 4096 (the default)
 	dbFast       = "orders_fast" // scram_iterations 64
 	fastIters    = 64
@@ -44,7 +39,6 @@ const (
 	workRole     = "orders-api-role"
 	workFunction = "orders-fn"
 	principalARN = "arn:aws:iam::" + account + ":role/" + workRole
-	dsnEnv       = "BENCH_ADMIN_DSN"
 	// Fixture roles log in with this password (SCRAM verifier of fastIters).
 	fixturePassword  = "bench-fixture-password-not-a-secret-0123456789"
 	fixtureRequestID = "bench-fixture"
@@ -53,11 +47,11 @@ const (
 const brokerConfig = `replay_database: orders
 databases:
   orders:
-    host: 127.0.0.1
-    port: {{port}}
-    dbname: {{dbname}}
+    host: {{pg_host}}
+    port: {{pg_port}}
+    dbname: {{pg_dbname}}
     sslmode: disable
-    admin: {user: ephemera_admin, auth: dsn, dsn_env: ` + dsnEnv + `}
+    admin: {user: ephemera_admin, auth: dsn, dsn_env: {{admin_dsn_env}}}
     scram_iterations: 4096
     roles:
       readonly:
@@ -66,11 +60,11 @@ databases:
         max_ttl: 1h
         max_leases: 1000000
   orders_fast:
-    host: 127.0.0.1
-    port: {{port}}
-    dbname: {{dbname}}
+    host: {{pg_host}}
+    port: {{pg_port}}
+    dbname: {{pg_dbname}}
     sslmode: disable
-    admin: {user: ephemera_admin, auth: dsn, dsn_env: ` + dsnEnv + `}
+    admin: {user: ephemera_admin, auth: dsn, dsn_env: {{admin_dsn_env}}}
     scram_iterations: 64
     roles:
       readonly:
@@ -97,15 +91,14 @@ when { principal.account == "123456789012" && principal.role like "orders-api-*"
 forbid (principal == Ephemera::Workload::"arn:aws:iam::123456789012:role/compromised", action, resource);
 `
 
-// env is the running system under test.
+// env is the running system under test: the local system of stack, with
+// a durable PostgreSQL, and pools and fixtures of the benchmark.
 type env struct {
+	stack    *stack.Stack
 	pg       *pgserver.Server
 	setup    *demodb.Setup
 	sts      *stsserver.Server
-	dir      string
 	adminDSN string
-	cfgPath  string
-	polDir   string
 
 	main   *runningBroker
 	sink   *metricsSink // the main broker's EMF metrics
@@ -121,19 +114,18 @@ type env struct {
 	pgVersion       string
 }
 
+// runningBroker is a broker served on loopback: the stack's own (srv nil,
+// closed with the stack) or one of stack.StartBroker.
 type runningBroker struct {
 	b   *broker.Broker
 	url string
-	srv *http.Server
+	srv *stack.BrokerServer
 }
 
 func (r *runningBroker) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := r.srv.Shutdown(ctx); err != nil {
+	if r.srv != nil {
 		_ = r.srv.Close()
 	}
-	r.b.Close()
 }
 
 // chooseTmp makes pgserver put the data directory on a disk, not tmpfs,
@@ -178,45 +170,28 @@ func startEnv(ctx context.Context) (_ *env, err error) {
 		}
 	}()
 	chooseTmp()
-	if e.pg, err = pgserver.Start(ctx, pgserver.Options{Durable: true, MaxConnections: 300}); err != nil {
+	e.sink = &metricsSink{}
+	if e.stack, err = stack.Start(ctx, stack.Options{
+		Postgres: pgserver.Options{Durable: true, MaxConnections: 300},
+		Config:   brokerConfig,
+		Policies: brokerPolicies,
+		Metrics:  metrics.New(e.sink),
+		// JSON logs and audit lines are encoded as in Lambda, then dropped
+		// (Output nil).
+	}); err != nil {
 		return nil, err
 	}
+	e.pg, e.setup, e.sts, e.adminDSN = e.stack.PG, e.stack.Setup, e.stack.STS, e.stack.AdminDSN
+	e.main = &runningBroker{b: e.stack.Broker, url: e.stack.BrokerURL}
 	if lf := e.pg.LogFile(); lf != "" {
 		e.dataFS = fsType(filepath.Dir(lf))
 	} else {
 		e.dataFS = "external server"
 	}
-	if e.setup, err = demodb.Bootstrap(ctx, e.pg.URL()); err != nil {
-		return nil, err
-	}
-	if e.sts, err = stsserver.Start(); err != nil {
-		return nil, err
-	}
-	e.id = stsserver.NewIdentity(account, workRole, workFunction)
-	e.sts.Add(e.id)
+	e.id = e.stack.Workload(workRole, workFunction)
 	e.creds = aws.Credentials{AccessKeyID: e.id.AccessKeyID, SecretAccessKey: e.id.SecretAccessKey, SessionToken: e.id.SessionToken}
-	e.adminDSN = e.pg.ConnString(e.setup.AdminUser, e.setup.AdminPassword, e.pg.Database())
-	if e.dir, err = os.MkdirTemp("", "ephemera-bench-*"); err != nil {
-		return nil, err
-	}
-	e.cfgPath = filepath.Join(e.dir, "ephemera.yaml")
-	e.polDir = filepath.Join(e.dir, "policies")
-	yaml := strings.NewReplacer("{{port}}", strconv.Itoa(e.pg.Port()), "{{dbname}}", e.pg.Database()).Replace(brokerConfig)
-	if err = os.WriteFile(e.cfgPath, []byte(yaml), 0o600); err != nil {
-		return nil, err
-	}
-	if err = os.Mkdir(e.polDir, 0o700); err != nil {
-		return nil, err
-	}
-	if err = os.WriteFile(filepath.Join(e.polDir, "bench.cedar"), []byte(brokerPolicies), 0o600); err != nil {
-		return nil, err
-	}
 	e.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute, DisableCompression: true}}
-	e.sink = &metricsSink{}
-	if e.main, err = e.startBroker(ctx, e.adminDSN, nil, e.sink); err != nil {
-		return nil, err
-	}
 	if e.super, err = pgxpool.New(ctx, e.pg.URL()); err != nil {
 		return nil, err
 	}
@@ -237,67 +212,30 @@ func startEnv(ctx context.Context) (_ *env, err error) {
 	return e, nil
 }
 
-// startBroker starts a broker over the admin DSN dsn and serves it on loopback.
-// Its EMF metric lines go to metricsOut (nil: dropped with the audit lines).
+// startBroker starts another broker over the admin DSN dsn and serves it on
+// loopback, as a Lambda cold start would. Its EMF metric lines go to
+// metricsOut (nil: dropped with the audit lines).
 func (e *env) startBroker(ctx context.Context, dsn string, stsClient *http.Client, metricsOut io.Writer) (*runningBroker, error) {
-	vars := map[string]string{
-		"EPHEMERA_CONFIG":       e.cfgPath,
-		"EPHEMERA_POLICY_DIR":   e.polDir,
-		"EPHEMERA_AUDIENCE":     audience,
-		"EPHEMERA_STS_ENDPOINT": e.sts.URL(),
-		"EPHEMERA_STAGE":        "bench",
-		"AWS_REGION":            region,
-		dsnEnv:                  dsn,
-	}
-	getenv := func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
-	cfg, err := config.FromEnv(getenv)
-	if err != nil {
-		return nil, err
-	}
 	var em *metrics.Emitter
 	if metricsOut != nil {
 		em = metrics.New(metricsOut)
 	}
-	b, err := broker.New(ctx, broker.Options{
-		Metrics: em,
-		Config:  cfg,
-		// JSON logs and audit lines are encoded as in Lambda, then dropped.
-		Logger:    slog.New(slog.NewJSONHandler(io.Discard, nil)),
-		AuditOut:  io.Discard,
-		Getenv:    getenv,
-		STSClient: stsClient,
-	})
+	srv, err := e.stack.StartBroker(ctx, stack.BrokerOptions{AdminDSN: dsn, STSClient: stsClient, Metrics: em})
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		b.Close()
-		return nil, err
-	}
-	srv := &http.Server{Handler: b.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
-	go func() { _ = srv.Serve(ln) }()
-	return &runningBroker{b: b, url: "http://" + ln.Addr().String(), srv: srv}, nil
+	return &runningBroker{b: srv.Broker, url: srv.URL, srv: srv}, nil
 }
 
 func (e *env) close() {
-	if e.main != nil {
-		e.main.close()
-	}
 	if e.admin != nil {
 		e.admin.Close()
 	}
 	if e.super != nil {
 		e.super.Close()
 	}
-	if e.sts != nil {
-		_ = e.sts.Close()
-	}
-	if e.pg != nil {
-		_ = e.pg.Stop()
-	}
-	if e.dir != "" {
-		_ = os.RemoveAll(e.dir)
+	if e.stack != nil {
+		_ = e.stack.Close()
 	}
 }
 

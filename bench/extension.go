@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/ephemera-sh/ephemera/layer"
+	"github.com/ephemera-sh/ephemera/sam/local/gobuild"
 )
 
 // buildExtension builds the extension as the layer does (layer.BuildBinary:
@@ -62,23 +63,8 @@ func buildExtension(ctx context.Context, root, dir string) (bin string, binSize,
 	return bin, int64(len(data)), int64(zbuf.Len()), a.Name, nil
 }
 
-// moduleRoot finds go.mod above the working directory.
-func moduleRoot() (string, error) {
-	d, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		p := filepath.Dir(d)
-		if p == d {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		d = p
-	}
-}
+// moduleRoot is the module's root, where the layer's go build runs.
+var moduleRoot = gobuild.ModuleRoot
 
 // fakeLambda is the smallest Extensions API: register, then one event/next
 // that is held until SHUTDOWN.

@@ -1,34 +1,20 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ephemera-sh/ephemera/extension/internal/brokertest"
 	"github.com/ephemera-sh/ephemera/extension/internal/extapitest"
 	"github.com/ephemera-sh/ephemera/extension/localserver"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 )
-
-// syncBuffer is a log sink safe for the extension's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -45,12 +31,12 @@ type harness struct {
 	broker *brokertest.Broker
 	env    map[string]string
 	port   int
-	logs   *syncBuffer
+	logs   *observe.Buffer
 	exit   chan int
 }
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{api: extapitest.Start(t), broker: brokertest.Start(t), port: freePort(t), logs: &syncBuffer{}, exit: make(chan int, 1)}
+	h := &harness{api: extapitest.Start(t), broker: brokertest.Start(t), port: freePort(t), logs: &observe.Buffer{}, exit: make(chan int, 1)}
 	c := h.broker.Credentials()
 	h.env = map[string]string{
 		"AWS_LAMBDA_RUNTIME_API":   h.api.Addr(),

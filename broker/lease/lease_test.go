@@ -3,54 +3,17 @@ package lease_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
-	"github.com/ephemera-sh/ephemera/sam/local/demodb"
-	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
 )
-
-var (
-	pg    *pgserver.Server
-	admin *pgxpool.Pool
-)
-
-func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	var err error
-	pg, err = pgserver.Start(ctx, pgserver.Options{})
-	var s *demodb.Setup
-	if err == nil {
-		s, err = demodb.Bootstrap(ctx, pg.URL())
-	}
-	if err == nil {
-		admin, err = pgxpool.New(ctx, pg.ConnString(s.AdminUser, s.AdminPassword, pg.Database()))
-	}
-	if err == nil {
-		err = lease.Migrate(ctx, admin)
-	}
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: test PostgreSQL:", err)
-		if pg != nil {
-			_ = pg.Stop()
-		}
-		os.Exit(1)
-	}
-	code := m.Run()
-	admin.Close()
-	_ = pg.Stop()
-	os.Exit(code)
-}
 
 func issueRequest(t *testing.T, ttl time.Duration) lease.IssueRequest {
 	t.Helper()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -17,46 +16,7 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
 	"github.com/ephemera-sh/ephemera/broker/reaper"
-	"github.com/ephemera-sh/ephemera/sam/local/demodb"
-	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
 )
-
-var (
-	pg    *pgserver.Server
-	setup *demodb.Setup
-	admin *pgxpool.Pool
-)
-
-func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	var err error
-	pg, err = pgserver.Start(ctx, pgserver.Options{MaxConnections: 300})
-	if err == nil {
-		setup, err = demodb.Bootstrap(ctx, pg.URL())
-	}
-	if err == nil {
-		admin, err = pgxpool.New(ctx, pg.ConnString(setup.AdminUser, setup.AdminPassword, pg.Database()))
-	}
-	if err == nil {
-		err = lease.Migrate(ctx, admin)
-	}
-	if err == nil {
-		// A schema where orders_write may create objects (for the owned-objects test).
-		_, err = superuserExec(ctx, `CREATE SCHEMA IF NOT EXISTS scratch; GRANT USAGE, CREATE ON SCHEMA scratch TO orders_write`)
-	}
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: test PostgreSQL:", err)
-		if pg != nil {
-			_ = pg.Stop()
-		}
-		os.Exit(1)
-	}
-	code := m.Run()
-	admin.Close()
-	_ = pg.Stop()
-	os.Exit(code)
-}
 
 func superuserExec(ctx context.Context, sql string) (int64, error) {
 	conn, err := pgx.Connect(ctx, pg.URL())

@@ -2,10 +2,7 @@ package client
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"testing"
-	"time"
 
 	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
 )
@@ -15,17 +12,8 @@ import (
 var pg *pgserver.Server
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	var err error
-	pg, err = pgserver.Start(ctx, pgserver.Options{})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: test PostgreSQL:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := pg.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stopping test PostgreSQL:", err)
-	}
-	os.Exit(code)
+	pgserver.Main(m, pgserver.Options{}, func(_ context.Context, s *pgserver.Server) (func(), error) {
+		pg = s
+		return nil, nil
+	})
 }

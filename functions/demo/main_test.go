@@ -25,28 +25,14 @@ var (
 type login struct{ user, password string }
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	var err error
-	pg, err = pgserver.Start(ctx, pgserver.Options{LogStatements: false})
-	if err == nil {
-		err = seed(ctx)
-	}
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: test PostgreSQL:", err)
-		if pg != nil {
-			_ = pg.Stop()
-		}
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := unseed(); err != nil {
-		fmt.Fprintln(os.Stderr, "dropping test roles:", err)
-	}
-	if err := pg.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stopping test PostgreSQL:", err)
-	}
-	os.Exit(code)
+	pgserver.Main(m, pgserver.Options{}, func(ctx context.Context, s *pgserver.Server) (func(), error) {
+		pg = s
+		return func() {
+			if err := unseed(); err != nil {
+				fmt.Fprintln(os.Stderr, "dropping test roles:", err)
+			}
+		}, seed(ctx)
+	})
 }
 
 func randomHex(n int) string {

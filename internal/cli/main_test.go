@@ -1,14 +1,11 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +16,7 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
 	"github.com/ephemera-sh/ephemera/internal/cli"
 	"github.com/ephemera-sh/ephemera/sam/local/demodb"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
 )
 
@@ -33,33 +31,14 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	var err error
-	pg, err = pgserver.Start(ctx, pgserver.Options{})
-	if err == nil {
-		setup, err = demodb.Bootstrap(ctx, pg.URL())
-	}
-	if err == nil {
-		adminURL = pg.ConnString(setup.AdminUser, setup.AdminPassword, pg.Database())
-		admin, err = pgxpool.New(ctx, adminURL)
-	}
-	if err == nil {
-		err = lease.Migrate(ctx, admin)
-	}
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: test PostgreSQL:", err)
-		if pg != nil {
-			_ = pg.Stop()
+	pgserver.Main(m, pgserver.Options{}, func(ctx context.Context, s *pgserver.Server) (_ func(), err error) {
+		pg = s
+		if setup, admin, err = demodb.AdminPool(ctx, s); err != nil {
+			return nil, err
 		}
-		os.Exit(1)
-	}
-	code := m.Run()
-	admin.Close()
-	if err := pg.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stopping test PostgreSQL:", err)
-	}
-	os.Exit(code)
+		adminURL = s.ConnString(setup.AdminUser, setup.AdminPassword, s.Database())
+		return admin.Close, nil
+	})
 }
 
 // result is one CLI run.
@@ -161,22 +140,9 @@ func lines(s string) []string {
 	return out
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the shared concurrent-safe buffer (serve_test.go names it
+// so too).
+type syncBuffer = observe.Buffer
 
 // cliWithEnv is an environment for a CLI run.
 type cliWithEnv map[string]string

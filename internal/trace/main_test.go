@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
 )
@@ -45,17 +44,10 @@ func run(m *testing.M) int {
 		return 1
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	srv, err := pgserver.Start(ctx, pgserver.Options{})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "pgserver:", err)
-		return 1
-	}
-	defer srv.Stop()
-	testDBURL = srv.URL()
-
-	return m.Run()
+	return pgserver.Run(m, pgserver.Options{}, func(_ context.Context, s *pgserver.Server) (func(), error) {
+		testDBURL = s.URL()
+		return nil, nil
+	})
 }
 
 func configureForTests() error {

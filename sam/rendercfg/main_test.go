@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/ephemera-sh/ephemera/sam/local/gobuild"
 )
 
 func TestPrepare(t *testing.T) {
@@ -69,8 +72,8 @@ func TestExec(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bootstrap")
-	if msg, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, msg)
+	if err := gobuild.To(context.Background(), bin, ".", gobuild.Options{}); err != nil {
+		t.Fatal(err)
 	}
 	write(t, filepath.Join(dir, "ephemera.yaml"), "host: ${EPHEMERA_DB_HOST}\n")
 	fn := filepath.Join(dir, "function")

@@ -1,39 +1,27 @@
 package awscreds_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-
-	"github.com/ephemera-sh/ephemera/broker"
-	brokerconfig "github.com/ephemera-sh/ephemera/broker/config"
-	"github.com/ephemera-sh/ephemera/sam/local/demodb"
+	"github.com/ephemera-sh/ephemera/sam/local/gobuild"
 	"github.com/ephemera-sh/ephemera/sam/local/lambdaemu"
-	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
+	"github.com/ephemera-sh/ephemera/sam/local/stack"
 	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
 )
 
 const (
-	account  = "123456789012"
-	region   = "us-east-1"
-	audience = "test-reports"
 	// fnName is the function's name, and its execution role's session name, as in Lambda.
 	fnName   = "reports-fn"
 	execRole = "reports-api"
@@ -41,131 +29,33 @@ const (
 	wantARN  = "arn:aws:sts::123456789012:assumed-role/reports-read/" + fnName
 )
 
-// Binaries built once by TestMain.
-var (
-	extDir string // stands for /opt/extensions: holds the extension as "ephemera"
-	fnBin  string // testdata/fn, built with -tags lambda.norpc
-)
-
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "awscreds-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	extDir, fnBin = filepath.Join(dir, "extensions"), filepath.Join(dir, "fn", "bootstrap")
-	for _, args := range [][]string{
-		{"build", "-o", filepath.Join(extDir, "ephemera"), "github.com/ephemera-sh/ephemera/extension"},
-		{"build", "-tags", "lambda.norpc", "-o", fnBin, "./testdata/fn"},
-	} {
-		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go %s: %v\n%s", strings.Join(args, " "), err, out)
-			return 1
-		}
-	}
-	return m.Run()
+func TestMain(m *testing.M) {
+	code := m.Run()
+	_ = gobuild.Clean()
+	os.Exit(code)
 }
 
-// syncBuffer is an io.Writer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-const brokerConfig = `
-databases:
-  orders:
-    host: 127.0.0.1
-    port: %d
-    dbname: %s
-    sslmode: disable
-    admin: {user: ephemera_admin, auth: dsn, dsn_env: TEST_ORDERS_ADMIN_DSN}
-    scram_iterations: 4096
-    roles:
-      readonly:
-        member_of: [orders_read]
-aws_profiles:
-  reports-read:
-    role_arn: arn:aws:iam::123456789012:role/reports-read
-    max_ttl: 1h
-`
-
+// brokerPolicies let the function's execution role assume the profile
+// reports-read, and nothing else.
 const brokerPolicies = `
 @id("reports-assume-read")
 permit (principal, action == Ephemera::Action::"assume", resource == Ephemera::AwsProfile::"reports-read")
 when { principal.account == "123456789012" && principal.role == "reports-api" };
 `
 
-// startBroker runs a real broker, with its own PostgreSQL (the broker keeps nonces and
-// its audit there), whose AWS identity may assume reports-read at sts. It serves on a
-// loopback http.Server until the test ends and returns its URL and its log and audit
-// output.
-func startBroker(t *testing.T, sts *stsserver.Server) (string, *syncBuffer) {
+// startStack runs the local system (a real broker with its PostgreSQL, the
+// STS emulator) whose broker may assume reports-read in the workloads'
+// names, logging at Debug level into the returned buffer.
+func startStack(t *testing.T) (*stack.Stack, *observe.Buffer) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	pg := pgserver.StartTB(t, pgserver.Options{})
-	setup, err := demodb.Bootstrap(ctx, pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	polDir := filepath.Join(dir, "policies")
-	must(t, os.Mkdir(polDir, 0o755))
-	must(t, os.WriteFile(filepath.Join(polDir, "reports.cedar"), []byte(brokerPolicies), 0o644))
-	cfgPath := filepath.Join(dir, "ephemera.yaml")
-	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(brokerConfig, pg.Port(), pg.Database())), 0o644))
-	vars := map[string]string{
-		"EPHEMERA_CONFIG":       cfgPath,
-		"EPHEMERA_POLICY_DIR":   polDir,
-		"EPHEMERA_AUDIENCE":     audience,
-		"EPHEMERA_STS_ENDPOINT": sts.URL(),
-		"EPHEMERA_STAGE":        "test",
-		"AWS_REGION":            region,
-		"TEST_ORDERS_ADMIN_DSN": pg.ConnString(setup.AdminUser, setup.AdminPassword, pg.Database()),
-	}
-	getenv := func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
-	cfg, err := brokerconfig.FromEnv(getenv)
-	must(t, err)
-
-	// The broker's own role, which the profile's role trusts.
-	brokerID := stsserver.NewIdentity(account, "ephemera-broker", "broker")
-	sts.Add(brokerID)
-	sts.AddRole(stsserver.Role{ARN: roleARN, TrustedPrincipals: []string{"arn:aws:iam::123456789012:role/ephemera-broker"}})
-	awsCfg := aws.Config{Region: region, Credentials: credentials.NewStaticCredentialsProvider(
-		brokerID.AccessKeyID, brokerID.SecretAccessKey, brokerID.SessionToken)}
-
-	logs := &syncBuffer{}
-	b, err := broker.New(ctx, broker.Options{
-		AWS: &awsCfg, Config: cfg, Getenv: getenv, AuditOut: logs,
-		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	logs := &observe.Buffer{}
+	s := stack.StartTB(t, stack.Options{
+		Policies:    brokerPolicies,
+		AWSProfiles: []stack.AWSProfile{{Name: "reports-read", RoleARN: roleARN, MaxTTL: time.Hour}},
+		Output:      logs,
+		LogLevel:    slog.LevelDebug,
 	})
-	must(t, err)
-	t.Cleanup(b.Close)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	must(t, err)
-	srv := &http.Server{Handler: b.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return "http://" + ln.Addr().String(), logs
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	must(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return s, logs
 }
 
 // fnResponse is testdata/fn's answer.
@@ -237,34 +127,29 @@ func reportsSessions(sts *stsserver.Server) []stsserver.Session {
 // name; after the session's Expiration STS refuses it, while the extension serves a fresh
 // one; and no secret key or session token is ever logged.
 func TestAWSCredentialsEndToEnd(t *testing.T) {
-	sts := stsserver.StartTB(t)
-	brokerURL, brokerLogs := startBroker(t, sts)
-	execID := stsserver.NewIdentity(account, execRole, fnName) // the function's execution role
-	sts.Add(execID)
-	port := freePort(t)
+	extDir, err := stack.Extension(context.Background())
+	must(t, err)
+	fnBin := gobuild.BinaryTB(t, "./testdata/fn", gobuild.Options{Tags: []string{gobuild.NoRPC}, Name: "bootstrap"})
+	s, brokerLogs := startStack(t)
+	sts := s.STS
+	execID := s.Workload(execRole, fnName) // the function's execution role
+	port, err := stack.FreePort()
+	must(t, err)
 	awsURL := "http://127.0.0.1:" + strconv.Itoa(port) + "/v1/aws/reports"
 
-	emu := lambdaemu.StartTB(t, lambdaemu.Config{
-		ExtensionsDir: extDir,
-		Bootstrap:     fnBin,
-		FunctionName:  fnName,
-		Region:        region,
-		AccessKeyID:   execID.AccessKeyID, SecretAccessKey: execID.SecretAccessKey, SessionToken: execID.SessionToken,
-		Env: map[string]string{
-			"EPHEMERA_BROKER_URL":                brokerURL,
-			"EPHEMERA_AUDIENCE":                  audience,
-			"EPHEMERA_AWS_PROFILES":              "reports=reports-read:15m",
-			"EPHEMERA_PORT":                      strconv.Itoa(port),
-			"EPHEMERA_INIT_TIMEOUT":              "20s",
-			"AWS_CONTAINER_CREDENTIALS_FULL_URI": awsURL,
-			"AWS_CONTAINER_AUTHORIZATION_TOKEN":  execID.SessionToken,
-			"TEST_STS_ENDPOINT":                  sts.URL(),
-		},
-		Timeout:         30 * time.Second,
-		InitTimeout:     40 * time.Second,
-		ShutdownTimeout: 5 * time.Second,
-		Freeze:          true,
+	cfg, err := s.LambdaConfig(execID, extDir, fnBin, map[string]string{
+		"EPHEMERA_CREDENTIALS":               "", // no database credential: AWS sessions only
+		"EPHEMERA_AWS_PROFILES":              "reports=reports-read:15m",
+		"EPHEMERA_PORT":                      strconv.Itoa(port),
+		"EPHEMERA_INIT_TIMEOUT":              "20s",
+		"AWS_CONTAINER_CREDENTIALS_FULL_URI": awsURL,
+		"AWS_CONTAINER_AUTHORIZATION_TOKEN":  execID.SessionToken,
+		"TEST_STS_ENDPOINT":                  sts.URL(),
 	})
+	must(t, err)
+	cfg.Timeout, cfg.InitTimeout, cfg.ShutdownTimeout = 30*time.Second, 40*time.Second, 5*time.Second
+	cfg.Output = nil // the sandbox's output stays in emu.Logs(), apart from the broker's
+	emu := lambdaemu.StartTB(t, cfg)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("sandbox logs:\n%s\nbroker logs:\n%s", emu.Logs(), brokerLogs)
@@ -278,7 +163,7 @@ func TestAWSCredentialsEndToEnd(t *testing.T) {
 	}
 	first := sessions[0]
 	if first.RoleSessionName != fnName || first.SourceIdentity != execRole ||
-		first.CallerARN != "arn:aws:sts::123456789012:assumed-role/ephemera-broker/broker" || first.Duration != 15*time.Minute {
+		first.CallerARN != s.BrokerIdentity.ARN || first.Duration != 15*time.Minute {
 		t.Fatalf("session %+v", first)
 	}
 

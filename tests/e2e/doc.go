@@ -3,7 +3,11 @@
 // lambda.norpc custom runtime) under the Lambda emulator against the whole
 // local system of sam/local/stack: a throwaway PostgreSQL, the STS
 // emulator and the broker on a loopback port. One stack serves the whole
-// package; the binaries are built once, in TestMain.
+// package; the binaries are built once, in TestMain (sam/local/gobuild).
+// Every test passes alone and in any order (-shuffle=on); after the last
+// one, TestMain looks for every password the broker issued in everything
+// the sandboxes, the broker and PostgreSQL wrote, and fails the package if
+// one is there.
 //
 // Run them with
 //

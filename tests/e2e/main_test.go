@@ -12,8 +12,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,7 +23,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ephemera-sh/ephemera/broker/config"
+	"github.com/ephemera-sh/ephemera/sam/local/gobuild"
 	"github.com/ephemera-sh/ephemera/sam/local/lambdaemu"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 	"github.com/ephemera-sh/ephemera/sam/local/stack"
 	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
 )
@@ -38,8 +38,8 @@ var (
 	demoBootstrap  string        // functions/demo
 	probeBootstrap string        // testdata/probe: survives an INIT without credentials
 	rec            = &brokerRecorder{passwords: map[string]bool{}}
-	brokerOut      = &syncBuffer{} // the broker's logs and audit lines
-	sandboxOuts    = &outputs{}    // what every sandbox printed
+	brokerOut      = &observe.Buffer{} // the broker's logs and audit lines
+	sandboxOuts    = &outputs{}        // what every sandbox printed
 )
 
 // Rotating role: the broker's YAML refuses TTLs under 30 s on purpose; the
@@ -55,30 +55,29 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	defer gobuild.Clean()
 	fail := func(format string, args ...any) int {
 		fmt.Fprintf(os.Stderr, "FAIL: e2e setup: "+format+"\n", args...)
 		return 1
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dir, err := os.MkdirTemp("", "ephemera-e2e-*")
-	if err != nil {
-		return fail("%v", err)
-	}
-	defer os.RemoveAll(dir)
 
 	// Build while the stack starts.
 	t0 := time.Now()
 	built := make(chan error, 1)
 	go func() {
-		var err error
-		extDir, demoBootstrap, err = stack.Binaries(ctx, filepath.Join(dir, "bin"))
-		if err == nil {
-			probeBootstrap = filepath.Join(dir, "probe", "bootstrap")
-			err = goBuild(ctx, probeBootstrap, "./testdata/probe")
-		}
-		built <- err
+		var errs [3]error
+		var wg sync.WaitGroup
+		wg.Go(func() { extDir, errs[0] = stack.Extension(ctx) })
+		wg.Go(func() { demoBootstrap, errs[1] = stack.DemoFunction(ctx) })
+		wg.Go(func() {
+			probeBootstrap, errs[2] = gobuild.Binary(ctx, "./testdata/probe", gobuild.Options{Tags: []string{gobuild.NoRPC}, Name: "bootstrap"})
+		})
+		wg.Wait()
+		built <- errors.Join(errs[:]...)
 	}()
+	var err error
 	st, err = stack.Start(ctx, stack.Options{
 		LogStatements: true,
 		Output:        brokerOut,
@@ -103,52 +102,30 @@ func run(m *testing.M) int {
 		return fail("admin pool: %v", err)
 	}
 	defer admin.Close()
-	return m.Run()
-}
-
-// goBuild builds the package at pkg (relative to this directory) as a
-// lambda.norpc custom runtime.
-func goBuild(ctx context.Context, out, pkg string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "lambda.norpc", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+	code := m.Run()
+	if leaks := scanForCredentials(); len(leaks) > 0 {
+		for _, l := range leaks {
+			fmt.Fprintln(os.Stderr, "FAIL: e2e:", l)
+		}
+		code = 1
 	}
-	return nil
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	return code
 }
 
 // outputs keeps the output of every sandbox of the package, failed INITs
 // included, for the final scan for secrets.
 type outputs struct {
 	mu   sync.Mutex
-	bufs map[string]*syncBuffer
+	bufs map[string]*observe.Buffer
 }
 
-func (o *outputs) add(name string) *syncBuffer {
+func (o *outputs) add(name string) *observe.Buffer {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.bufs == nil {
-		o.bufs = map[string]*syncBuffer{}
+		o.bufs = map[string]*observe.Buffer{}
 	}
-	b := &syncBuffer{}
+	b := &observe.Buffer{}
 	o.bufs[fmt.Sprintf("%s#%d", name, len(o.bufs)+1)] = b
 	return b
 }
@@ -271,7 +248,7 @@ type sandbox struct {
 	emu *lambdaemu.Emulator
 	cfg lambdaemu.Config
 	id  stsserver.Identity
-	out *syncBuffer
+	out *observe.Buffer
 }
 
 // port is the extension's local API port.

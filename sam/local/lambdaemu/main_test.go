@@ -1,17 +1,19 @@
 package lambdaemu_test
 
 import (
-	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ephemera-sh/ephemera/sam/local/gobuild"
 	"github.com/ephemera-sh/ephemera/sam/local/lambdaemu"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 )
 
 // Binaries built once for the whole package by TestMain.
@@ -28,38 +30,21 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "lambdaemu-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+	defer gobuild.Clean()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var fnErr, extErr error
+	var wg sync.WaitGroup
+	norpc := gobuild.Options{Tags: []string{gobuild.NoRPC}}
+	wg.Go(func() { fnBin, fnErr = gobuild.Binary(ctx, "./testdata/fn", norpc) })
+	wg.Go(func() { extBin, extErr = gobuild.Binary(ctx, "./testdata/ext", norpc) })
+	wg.Wait()
+	if err := errors.Join(fnErr, extErr); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: building the test binaries: %v\n", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-o", dir+string(os.PathSeparator), "./testdata/fn", "./testdata/ext")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building test binaries: %v\n%s", err, out)
-		return 1
-	}
-	fnBin, extBin = filepath.Join(dir, "fn"), filepath.Join(dir, "ext")
 	os.Setenv(leakVar, "must-not-leak")
 	return m.Run()
-}
-
-// lockedBuffer is an io.Writer safe for concurrent use.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // extDir makes an extensions directory holding the test extension under
@@ -78,9 +63,9 @@ func extDir(t *testing.T, names ...string) string {
 // testConfig is a frozen-between-invocations sandbox with the test function
 // and the named extensions. The children's output is logged if the test
 // fails.
-func testConfig(t *testing.T, exts ...string) (lambdaemu.Config, *lockedBuffer) {
+func testConfig(t *testing.T, exts ...string) (lambdaemu.Config, *observe.Buffer) {
 	t.Helper()
-	out := &lockedBuffer{}
+	out := &observe.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("children's output:\n%s", out)
@@ -148,15 +133,4 @@ func indexOf(events []string, s string) int {
 }
 
 // waitFor polls cond for up to limit.
-func waitFor(limit time.Duration, cond func() bool) bool {
-	end := time.Now().Add(limit)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(end) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = observe.Until

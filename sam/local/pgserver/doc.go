@@ -19,6 +19,24 @@
 //		logs, _ := srv.Logs() // e.g. check that no secret was logged
 //	}
 //
+// A package whose tests share one server starts it in TestMain with Main,
+// which prepares it with a setup function, runs the tests, stops it and
+// exits non-zero (never skipping) if the server cannot start or setup
+// fails:
+//
+//	var admin *pgxpool.Pool
+//
+//	func TestMain(m *testing.M) {
+//		pgserver.Main(m, pgserver.Options{}, func(ctx context.Context, s *pgserver.Server) (func(), error) {
+//			pool, err := pgxpool.New(ctx, s.URL())
+//			if err != nil {
+//				return nil, err
+//			}
+//			admin = pool
+//			return pool.Close, nil // runs after the tests, before the server stops
+//		})
+//	}
+//
 // Outside tests (for example in a demo binary), call Start and defer Stop:
 //
 //	srv, err := pgserver.Start(ctx, pgserver.Options{})

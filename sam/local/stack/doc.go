@@ -22,7 +22,8 @@
 // A workload is an execution role known to the STS emulator:
 //
 //	id := s.Workload("orders-api-role", "orders-fn") // arn:aws:sts::123456789012:assumed-role/orders-api-role/orders-fn
-//	extDir, bootstrap, err := stack.Binaries(ctx, dir) // go build of ./extension and ./functions/demo
+//	extDir, err := stack.Extension(ctx)       // built once per process (sam/local/gobuild)
+//	bootstrap, err := stack.DemoFunction(ctx) // likewise
 //	emu, err := s.Lambda(ctx, id, extDir, bootstrap, nil)
 //	res, err := emu.Invoke(ctx, []byte(`{"routeKey":"GET /orders"}`))
 //
@@ -30,11 +31,34 @@
 // with the workload's credentials and the EPHEMERA_* variables pointing at
 // this stack (see LambdaConfig for the details and for tuning the emulator).
 //
+// # AWS sessions
+//
+// The broker has an AWS identity of its own at the STS emulator
+// (s.BrokerIdentity, a session of BrokerRole). Options.AWSProfiles become
+// the broker's aws_profiles and roles at the STS emulator that trust
+// BrokerRole, so that a workload a policy permits to "assume" a profile
+// gets an STS session from POST /v1/aws-credentials; Options.Roles adds
+// roles with trust policies of their own:
+//
+//	s, err := stack.Start(ctx, stack.Options{
+//		Policies:    `permit (principal, action == Ephemera::Action::"assume", resource == Ephemera::AwsProfile::"reports") when { principal.role == "reports-api" };`,
+//		AWSProfiles: []stack.AWSProfile{{Name: "reports", RoleARN: "arn:aws:iam::123456789012:role/reports-read"}},
+//	})
+//
+// # More brokers
+//
+// StartBroker starts another broker over the same database, STS emulator,
+// YAML and policies, on a port of its own: a second Lambda cold start, or
+// one whose admin DSN goes through a proxy (BrokerOptions.AdminDSN).
+//
 // # Hooks for tests
 //
 // Options.Middleware wraps the broker's handler (slow or failing answers,
 // capturing what the broker issued); Options.Configure adjusts the parsed
 // broker configuration after validation, for settings the YAML refuses on
 // purpose (a max_ttl of a few seconds, to watch many rotations in a short
-// test); Options.ReapEvery runs the broker's reaper in the background.
+// test); Options.ReapEvery runs the broker's reaper in the background;
+// Options.Postgres sets up the throwaway server (a durable one for
+// benchmarks); Options.LogLevel and Options.Metrics say what the broker
+// writes to Output.
 package stack

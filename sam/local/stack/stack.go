@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/ephemera-sh/ephemera/broker"
 	"github.com/ephemera-sh/ephemera/broker/config"
+	"github.com/ephemera-sh/ephemera/broker/metrics"
 	"github.com/ephemera-sh/ephemera/sam/local/demodb"
 	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
 	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
@@ -81,14 +80,26 @@ forbid (principal == Ephemera::Workload::"arn:aws:iam::123456789012:role/comprom
 // Options configure Start. The zero value starts the default system.
 type Options struct {
 	// LogStatements makes PostgreSQL log every statement (tests grep the
-	// server log for leaked secrets).
+	// server log for leaked secrets); the same as Postgres.LogStatements.
 	LogStatements bool
+	// Postgres configures the throwaway server (durability, connection
+	// limit); default pgserver's defaults.
+	Postgres pgserver.Options
 	// Policies is the Cedar text of the broker's policies; default
 	// DefaultPolicies. It is written to Dir/policies/local.cedar.
 	Policies string
-	// Config is the broker's YAML (DESIGN §6), with the placeholders of
-	// DefaultConfig; default DefaultConfig. It is written to Dir/ephemera.yaml.
+	// Config is the broker's YAML configuration file, with the placeholders
+	// of DefaultConfig; default DefaultConfig. It is written to
+	// Dir/ephemera.yaml.
 	Config string
+	// AWSProfiles are AWS roles whose sessions the broker hands to
+	// workloads: Start adds them to the YAML as aws_profiles (Config must
+	// then have no aws_profiles of its own) and registers each role with
+	// the STS emulator, trusting the broker's own role (BrokerRole).
+	AWSProfiles []AWSProfile
+	// Roles are further roles of the STS emulator, with trust policies of
+	// their own (a role the broker may not assume, say).
+	Roles []stsserver.Role
 	// Configure, if set, may adjust the parsed and validated configuration
 	// before the broker starts: a test device for settings the YAML refuses
 	// (for example a max_ttl under 30 s, to see many rotations quickly).
@@ -105,6 +116,11 @@ type Options struct {
 	// and (through Lambda) what functions and extensions print. Default:
 	// discarded.
 	Output io.Writer
+	// LogLevel is the level of the broker's logs; default Info (the zero
+	// value). Debug shows more of what a secret could leak into.
+	LogLevel slog.Level
+	// Metrics receives the broker's EMF metric lines; default Output.
+	Metrics *metrics.Emitter
 }
 
 // Stack is a running local system. Close stops it.
@@ -113,8 +129,13 @@ type Stack struct {
 	PG *pgserver.Server
 	// Setup is what demodb.Bootstrap made (the broker's admin role).
 	Setup *demodb.Setup
+	// AdminDSN is the broker's admin login on PG (the value of AdminDSNEnv).
+	AdminDSN string
 	// STS is the STS emulator the broker sends proofs to.
 	STS *stsserver.Server
+	// BrokerIdentity is the broker's own AWS identity at STS (a session of
+	// BrokerRole), with which it assumes the roles of AWSProfiles.
+	BrokerIdentity stsserver.Identity
 	// Broker is the broker library instance behind BrokerURL.
 	Broker *broker.Broker
 	// Config is the broker's configuration as it runs.
@@ -126,9 +147,15 @@ type Stack struct {
 	// Dir holds ephemera.yaml and policies/; Close removes it.
 	Dir string
 
-	out      io.Writer
-	httpSrv  *http.Server
-	served   chan struct{}
+	opts    Options
+	out     io.Writer
+	cfgPath string
+	polDir  string
+	main    *BrokerServer
+
+	mu      sync.Mutex
+	brokers []*BrokerServer // every broker served, the main one first
+
 	stopReap context.CancelFunc
 	reaped   chan struct{}
 
@@ -137,14 +164,18 @@ type Stack struct {
 }
 
 // Start starts PostgreSQL, prepares it with demodb, starts the STS emulator
-// and the broker, and serves the broker's handler on a loopback port. On
-// error everything started so far is stopped again.
+// (with the broker's identity and the roles of Options), and the broker,
+// serving its handler on a loopback port. On error everything started so
+// far is stopped again.
 func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	out := opts.Output
 	if out == nil {
 		out = io.Discard
 	}
-	s := &Stack{Audience: Audience, Region: Region, Account: Account, out: out}
+	if err := validate(opts); err != nil {
+		return nil, err
+	}
+	s := &Stack{Audience: Audience, Region: Region, Account: Account, opts: opts, out: out}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.Close())
@@ -153,65 +184,26 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if s.Dir, err = os.MkdirTemp("", "ephemera-stack-*"); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
-	if s.PG, err = pgserver.Start(ctx, pgserver.Options{LogStatements: opts.LogStatements}); err != nil {
+	pgOpts := opts.Postgres
+	pgOpts.LogStatements = pgOpts.LogStatements || opts.LogStatements
+	if s.PG, err = pgserver.Start(ctx, pgOpts); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
 	if s.Setup, err = demodb.Bootstrap(ctx, s.PG.URL()); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
+	s.AdminDSN = s.PG.ConnString(s.Setup.AdminUser, s.Setup.AdminPassword, s.PG.Database())
 	if s.STS, err = stsserver.Start(); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
-
-	cfgPath, policyDir, err := s.writeFiles(opts)
-	if err != nil {
+	s.addRoles(opts)
+	if err = s.writeFiles(opts); err != nil {
 		return nil, err
 	}
-	env := map[string]string{
-		"EPHEMERA_CONFIG":       cfgPath,
-		"EPHEMERA_POLICY_DIR":   policyDir,
-		"EPHEMERA_AUDIENCE":     Audience,
-		"EPHEMERA_STS_ENDPOINT": s.STS.URL(),
-		"EPHEMERA_STAGE":        Stage,
-		"AWS_REGION":            Region,
-		AdminDSNEnv:             s.PG.ConnString(s.Setup.AdminUser, s.Setup.AdminPassword, s.PG.Database()),
+	if s.main, err = s.StartBroker(ctx, BrokerOptions{Middleware: opts.Middleware, Metrics: opts.Metrics}); err != nil {
+		return nil, err
 	}
-	getenv := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	if s.Config, err = config.FromEnv(getenv); err != nil {
-		return nil, fmt.Errorf("stack: %w", err)
-	}
-	if opts.Configure != nil {
-		opts.Configure(s.Config)
-	}
-	if s.Broker, err = broker.New(ctx, broker.Options{
-		Config:   s.Config,
-		Logger:   slog.New(slog.NewJSONHandler(out, nil)),
-		AuditOut: out,
-		Getenv:   getenv,
-		Now:      opts.Now,
-	}); err != nil {
-		return nil, fmt.Errorf("stack: %w", err)
-	}
-
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("stack: listen: %w", err)
-	}
-	var h http.Handler = s.Broker.Handler()
-	if opts.Middleware != nil {
-		h = opts.Middleware(h)
-	}
-	s.BrokerURL = "http://" + ln.Addr().String()
-	s.httpSrv = &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          log.New(io.Discard, "", 0),
-	}
-	s.served = make(chan struct{})
-	go func() {
-		defer close(s.served)
-		_ = s.httpSrv.Serve(ln)
-	}()
+	s.Broker, s.Config, s.BrokerURL = s.main.Broker, s.main.Config, s.main.URL
 
 	if opts.ReapEvery > 0 {
 		rctx, cancel := context.WithCancel(context.Background())
@@ -222,7 +214,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 }
 
 // writeFiles writes the YAML and the policy into s.Dir.
-func (s *Stack) writeFiles(opts Options) (cfgPath, policyDir string, err error) {
+func (s *Stack) writeFiles(opts Options) error {
 	yaml := opts.Config
 	if strings.TrimSpace(yaml) == "" {
 		yaml = DefaultConfig
@@ -233,22 +225,27 @@ func (s *Stack) writeFiles(opts Options) (cfgPath, policyDir string, err error) 
 		"{{pg_dbname}}", s.PG.Database(),
 		"{{admin_dsn_env}}", AdminDSNEnv,
 	).Replace(yaml)
+	profiles, err := profilesYAML(yaml, opts.AWSProfiles)
+	if err != nil {
+		return err
+	}
+	yaml += profiles
 	policies := opts.Policies
 	if strings.TrimSpace(policies) == "" {
 		policies = DefaultPolicies
 	}
-	cfgPath = filepath.Join(s.Dir, "ephemera.yaml")
-	policyDir = filepath.Join(s.Dir, "policies")
-	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
-		return "", "", fmt.Errorf("stack: %w", err)
+	s.cfgPath = filepath.Join(s.Dir, "ephemera.yaml")
+	s.polDir = filepath.Join(s.Dir, "policies")
+	if err := os.WriteFile(s.cfgPath, []byte(yaml), 0o600); err != nil {
+		return fmt.Errorf("stack: %w", err)
 	}
-	if err := os.Mkdir(policyDir, 0o700); err != nil {
-		return "", "", fmt.Errorf("stack: %w", err)
+	if err := os.Mkdir(s.polDir, 0o700); err != nil {
+		return fmt.Errorf("stack: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(policyDir, "local.cedar"), []byte(policies), 0o600); err != nil {
-		return "", "", fmt.Errorf("stack: %w", err)
+	if err := os.WriteFile(filepath.Join(s.polDir, "local.cedar"), []byte(policies), 0o600); err != nil {
+		return fmt.Errorf("stack: %w", err)
 	}
-	return cfgPath, policyDir, nil
+	return nil
 }
 
 // reapLoop runs the reaper every interval until ctx ends.
@@ -281,8 +278,9 @@ func (s *Stack) Workload(role, function string) stsserver.Identity {
 // RoleARN is the canonical role ARN the broker records for role.
 func RoleARN(role string) string { return "arn:aws:iam::" + Account + ":role/" + role }
 
-// Close stops the reaper, the broker's listener and the broker, the STS
-// emulator and PostgreSQL, and removes Dir. It is idempotent.
+// Close stops the reaper, every broker (the main one and those of
+// StartBroker) and its listener, the STS emulator and PostgreSQL, and
+// removes Dir. It is idempotent.
 func (s *Stack) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
@@ -290,16 +288,12 @@ func (s *Stack) Close() error {
 			s.stopReap()
 			<-s.reaped
 		}
-		if s.httpSrv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			if err := s.httpSrv.Shutdown(ctx); err != nil {
-				_ = s.httpSrv.Close()
-			}
-			cancel()
-			<-s.served
-		}
-		if s.Broker != nil {
-			s.Broker.Close()
+		s.mu.Lock()
+		brokers := s.brokers
+		s.brokers = nil
+		s.mu.Unlock()
+		for _, b := range brokers {
+			errs = append(errs, b.Close())
 		}
 		if s.STS != nil {
 			errs = append(errs, s.STS.Close())

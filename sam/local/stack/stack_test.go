@@ -14,31 +14,15 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ephemera-sh/ephemera/broker/attest"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 	"github.com/ephemera-sh/ephemera/sam/local/stack"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestStackIssuesAWorkingCredential starts the default stack and walks one
 // credential through it: a proof signed by a registered workload, the
 // broker's answer, a login with the credential, the audit line.
 func TestStackIssuesAWorkingCredential(t *testing.T) {
-	out := &syncBuffer{}
+	out := &observe.Buffer{}
 	var served int
 	var mu sync.Mutex
 	s := stack.StartTB(t, stack.Options{

@@ -1,0 +1,5 @@
+//go:build !gobuild_test_tag
+
+package main
+
+const tagged = "without the tag"

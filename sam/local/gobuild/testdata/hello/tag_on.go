@@ -1,0 +1,5 @@
+//go:build gobuild_test_tag
+
+package main
+
+const tagged = "with the tag"
