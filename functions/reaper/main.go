@@ -14,6 +14,7 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/broker/lease"
+	"github.com/ephemera-sh/ephemera/broker/metrics"
 	"github.com/ephemera-sh/ephemera/broker/reaper"
 	"github.com/ephemera-sh/ephemera/internal/logging"
 	"github.com/ephemera-sh/ephemera/internal/trace"
@@ -34,7 +35,12 @@ func main() {
 		log.Error("reaper did not start", "err", err)
 		os.Exit(1)
 	}
-	r := reaper.New(stores.All(), audit.New(os.Stdout, log), log, reaper.Config{})
+	m, err := metrics.NewWithOptions(os.Stdout, metrics.Options{Namespace: cfg.MetricsNamespace})
+	if err != nil {
+		log.Error("invalid configuration", "err", err)
+		os.Exit(1)
+	}
+	r := reaper.New(stores.All(), audit.New(os.Stdout, log), log, reaper.Config{Metrics: m})
 	lambda.Start(func(ctx context.Context, _ events.EventBridgeEvent) (reaper.Summary, error) {
 		sum, err := r.Run(ctx)
 		log.InfoContext(ctx, "reaper run", "revoked", sum.Revoked, "failed", sum.Failed, "swept", sum.Swept,
