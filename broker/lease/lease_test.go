@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 		s, err = demodb.Bootstrap(ctx, pg.URL())
 	}
 	if err == nil {
-		admin, err = pgxpool.New(ctx, pg.ConnString(s.AdminUser, s.AdminPassword, pg.Database()))
+		admin, err = adminPool(ctx, pg.ConnString(s.AdminUser, s.AdminPassword, pg.Database()), 0)
 	}
 	if err == nil {
 		err = lease.Migrate(ctx, admin)
@@ -86,9 +86,7 @@ func TestIssueIsAtomic(t *testing.T) {
 	})
 	r := issueRequest(t, time.Minute)
 	r.RequestID = "atomic-" + r.Username
-	r.Audit = func(b *pgx.Batch, l *lease.Lease) {
-		audit.Queue(b, audit.Record{RequestID: r.RequestID, Event: "issue", Decision: "allow", LeaseID: l.ID, Username: l.Username})
-	}
+	r.Audit = audit.Record{RequestID: r.RequestID, Event: audit.EventIssue}
 	_, err := s.Issue(context.Background(), r)
 	if !errors.Is(err, boom) {
 		t.Fatalf("Issue error %v, want the hook's", err)
@@ -139,22 +137,22 @@ func TestRenewAndRevoke(t *testing.T) {
 	if got, err := s.Get(ctx, l.ID); err != nil || got.Username != l.Username || !got.ExpiresAt.Equal(l.ExpiresAt) {
 		t.Fatalf("Get: %+v %v", got, err)
 	}
-	renewed, err := s.Renew(ctx, l.ID, 2*time.Hour, []pgrole.Template{pgrole.DefaultRenewal}, time.Now())
+	renewed, err := s.Renew(ctx, lease.RenewRequest{ID: l.ID, TTL: 2 * time.Hour, Renewal: []pgrole.Template{pgrole.DefaultRenewal}})
 	must(t, err)
 	if !renewed.ExpiresAt.Equal(l.MaxExpiresAt) {
 		t.Fatalf("renew capped at %s, want max %s", renewed.ExpiresAt, l.MaxExpiresAt)
 	}
-	rev, err := s.Revoke(ctx, l.ID, "test", time.Now())
+	rev, now, err := s.Revoke(ctx, lease.RevokeRequest{ID: l.ID, Reason: "test"})
 	must(t, err)
-	if rev.RevokedAt == nil || roleExists(t, l.Username) {
+	if !now || rev.RevokedAt == nil || roleExists(t, l.Username) {
 		t.Fatalf("revoke: %+v, role exists %v", rev, roleExists(t, l.Username))
 	}
-	again, err := s.Revoke(ctx, l.ID, "again", time.Now())
+	again, now, err := s.Revoke(ctx, lease.RevokeRequest{ID: l.ID, Reason: "again"})
 	must(t, err)
-	if !again.RevokedAt.Equal(*rev.RevokedAt) || again.RevokeReason != "test" {
+	if now || !again.RevokedAt.Equal(*rev.RevokedAt) || again.RevokeReason != "test" {
 		t.Fatalf("second revoke changed the lease: %+v", again)
 	}
-	if _, err := s.Renew(ctx, l.ID, time.Minute, []pgrole.Template{pgrole.DefaultRenewal}, time.Now()); !errors.Is(err, lease.ErrRevoked) {
+	if _, err := s.Renew(ctx, lease.RenewRequest{ID: l.ID, TTL: time.Minute, Renewal: []pgrole.Template{pgrole.DefaultRenewal}}); !errors.Is(err, lease.ErrRevoked) {
 		t.Fatalf("renew after revoke: %v", err)
 	}
 	if _, err := s.Get(ctx, "00000000-0000-4000-8000-000000000000"); !errors.Is(err, lease.ErrNotFound) {
@@ -170,7 +168,7 @@ func TestRevokeRoleAlreadyGone(t *testing.T) {
 	ident, _ := pgrole.QuoteIdentifier(l.Username)
 	_, err = admin.Exec(ctx, "DROP ROLE "+ident)
 	must(t, err)
-	rev, err := s.Revoke(ctx, l.ID, "test", time.Now())
+	rev, _, err := s.Revoke(ctx, lease.RevokeRequest{ID: l.ID, Reason: "test"})
 	if err != nil || rev.RevokedAt == nil {
 		t.Fatalf("revoke of a lease whose role is gone: %+v %v", rev, err)
 	}

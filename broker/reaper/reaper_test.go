@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ephemera-sh/ephemera/broker/admindb"
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
@@ -35,7 +36,7 @@ func TestMain(m *testing.M) {
 		setup, err = demodb.Bootstrap(ctx, pg.URL())
 	}
 	if err == nil {
-		admin, err = pgxpool.New(ctx, pg.ConnString(setup.AdminUser, setup.AdminPassword, pg.Database()))
+		admin, err = hardenedPool(ctx, pg.ConnString(setup.AdminUser, setup.AdminPassword, pg.Database()))
 	}
 	if err == nil {
 		err = lease.Migrate(ctx, admin)
@@ -56,6 +57,18 @@ func TestMain(m *testing.M) {
 	admin.Close()
 	_ = pg.Stop()
 	os.Exit(code)
+}
+
+// hardenedPool opens an admin pool the way the broker and the reaper do
+// (admindb.Harden on every connection).
+func hardenedPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	admindb.Harden(pc.ConnConfig)
+	pc.MaxConns = 8
+	return pgxpool.NewWithConfig(ctx, pc)
 }
 
 func superuserExec(ctx context.Context, sql string) (int64, error) {
@@ -79,7 +92,7 @@ type fixture struct {
 func newFixture(t *testing.T, name string, cfg reaper.Config) *fixture {
 	t.Helper()
 	f := &fixture{store: lease.NewStore(admin, name), lines: &bytes.Buffer{}}
-	log := audit.New(&lockedWriter{w: f.lines}, map[string]*pgxpool.Pool{name: admin}, nil)
+	log := audit.New(&lockedWriter{w: f.lines}, nil)
 	f.reaper = reaper.New(map[string]*lease.Store{name: f.store}, log, nil, cfg)
 	return f
 }
@@ -444,8 +457,8 @@ func TestHousekeeping(t *testing.T) {
 	must(t, err)
 	_, err = f.store.UseNonce(ctx, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", time.Now().Add(time.Minute))
 	must(t, err)
-	must(t, audit.Insert(ctx, admin, audit.Record{Time: time.Now().Add(-48 * time.Hour), RequestID: "old", Event: "issue", Decision: "allow", Database: "house"}))
-	must(t, audit.Insert(ctx, admin, audit.Record{Time: time.Now(), RequestID: "new", Event: "issue", Decision: "allow", Database: "house"}))
+	must(t, f.store.AppendAudit(ctx, audit.Record{Time: time.Now().Add(-48 * time.Hour), RequestID: "old", Event: "issue", Decision: "allow", Database: "house"}))
+	must(t, f.store.AppendAudit(ctx, audit.Record{Time: time.Now(), RequestID: "new", Event: "issue", Decision: "allow", Database: "house"}))
 	sum, err := f.reaper.Run(ctx)
 	must(t, err)
 	if sum.NoncesDeleted < 1 || sum.AuditPruned < 1 {
