@@ -33,7 +33,9 @@ func TestSweepDropsOnlyMarkedRoles(t *testing.T) {
 	suExec(t, "", `CREATE ROLE eph_etl_transactions LOGIN IN ROLE orders_read;
 		CREATE ROLE eph_etl_transactionz LOGIN;
 		CREATE ROLE "`+orphan+`" LOGIN IN ROLE orders_read`)
-	t.Cleanup(func() { suExec(t, "", "DROP ROLE IF EXISTS eph_etl_transactions; DROP ROLE IF EXISTS eph_etl_transactionz") })
+	t.Cleanup(func() {
+		suExec(t, "", "DROP ROLE IF EXISTS eph_etl_transactions; DROP ROLE IF EXISTS eph_etl_transactionz")
+	})
 	_, err = admin.Exec(ctx, mark)
 	must(t, err)
 
