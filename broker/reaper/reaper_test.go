@@ -398,18 +398,25 @@ func TestRoleDroppedByHand(t *testing.T) {
 	}
 }
 
+// TestSweep: a marked orphan (a user of this deployment that no lease
+// claims) is swept after the grace period, with its audit row; roles made
+// by hand are not, even with an ephemeral-looking name.
 func TestSweep(t *testing.T) {
 	ctx := context.Background()
 	clock := time.Now()
 	f := newFixture(t, "sweep", reaper.Config{SweepGrace: time.Minute, Now: func() time.Time { return clock }})
 	live := issue(t, f.store, "orders_read", 0, time.Hour)
+	marker, err := f.store.MarkerGroup(ctx)
+	must(t, err)
 	orphan, err := pgrole.NewUsername("gone")
 	must(t, err)
 	orphanIdent, _ := pgrole.QuoteIdentifier(orphan)
-	_, err = superuserExec(ctx, "CREATE ROLE "+orphanIdent+" LOGIN IN ROLE orders_read; CREATE ROLE eph_but_not_ours; CREATE ROLE app_user")
+	markerIdent, _ := pgrole.QuoteIdentifier(marker)
+	_, err = superuserExec(ctx, "CREATE ROLE "+orphanIdent+" LOGIN IN ROLE orders_read, "+markerIdent+
+		"; CREATE ROLE eph_but_not_ours; CREATE ROLE app_user; CREATE ROLE eph_etl_transactions LOGIN IN ROLE orders_read")
 	must(t, err)
 	t.Cleanup(func() {
-		_, _ = superuserExec(ctx, "DROP ROLE IF EXISTS eph_but_not_ours; DROP ROLE IF EXISTS app_user")
+		_, _ = superuserExec(ctx, "DROP ROLE IF EXISTS eph_but_not_ours; DROP ROLE IF EXISTS app_user; DROP ROLE IF EXISTS eph_etl_transactions")
 	})
 
 	sum, err := f.reaper.Run(ctx)
@@ -423,7 +430,7 @@ func TestSweep(t *testing.T) {
 	if sum.Swept != 1 || roleExists(t, orphan) {
 		t.Fatalf("orphan not swept after grace: %+v", sum)
 	}
-	for _, keep := range []string{live.lease.Username, "eph_but_not_ours", "app_user"} {
+	for _, keep := range []string{live.lease.Username, "eph_but_not_ours", "app_user", "eph_etl_transactions"} {
 		if !roleExists(t, keep) {
 			t.Fatalf("the sweep dropped %s", keep)
 		}
