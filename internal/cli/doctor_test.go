@@ -33,10 +33,14 @@ func TestDoctor(t *testing.T) {
 	ctx := context.Background()
 	su, err := pgx.Connect(ctx, pg.URL())
 	must(t, err)
-	defer su.Close(ctx)
+	t.Cleanup(func() {
+		if _, err := su.Exec(context.Background(), "GRANT pg_signal_backend TO ephemera_admin"); err != nil {
+			t.Errorf("restoring pg_signal_backend: %v", err)
+		}
+		su.Close(context.Background())
+	})
 	_, err = su.Exec(ctx, "REVOKE pg_signal_backend FROM ephemera_admin")
 	must(t, err)
-	t.Cleanup(func() { _, _ = su.Exec(context.Background(), "GRANT pg_signal_backend TO ephemera_admin") })
 	r = runCLI(t, env.cli(), "doctor")
 	if r.code != 1 || !strings.Contains(r.stdout, "GRANT pg_signal_backend TO ephemera_admin;\n") {
 		t.Fatalf("doctor without pg_signal_backend: want exit 1 naming the GRANT:\n%s", r)
