@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ephemera-sh/ephemera/broker/audit"
@@ -105,30 +104,6 @@ func TestIssueIsAtomic(t *testing.T) {
 	}
 }
 
-// TestIssueKilledBackend terminates the issuing backend mid-transaction (a
-// real crash from the server's point of view): nothing remains.
-func TestIssueKilledBackend(t *testing.T) {
-	s := lease.NewStore(admin, "orders")
-	r := issueRequest(t, time.Minute)
-	s.SetBeforeLeaseInsert(func(ctx context.Context) error {
-		// Kill every admin backend that is inside a transaction holding our role.
-		su, err := pgx.Connect(ctx, pg.URL())
-		if err != nil {
-			return err
-		}
-		defer su.Close(ctx)
-		_, err = su.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-			WHERE usename = 'ephemera_admin' AND state = 'idle in transaction'`)
-		return err
-	})
-	if _, err := s.Issue(context.Background(), r); err == nil {
-		t.Fatal("Issue succeeded although its backend was killed")
-	}
-	if roleExists(t, r.Username) {
-		t.Fatal("the role survived a killed issue transaction")
-	}
-}
-
 func TestRenewAndRevoke(t *testing.T) {
 	ctx := context.Background()
 	s := lease.NewStore(admin, "orders")
@@ -171,41 +146,6 @@ func TestRevokeRoleAlreadyGone(t *testing.T) {
 	rev, _, err := s.Revoke(ctx, lease.RevokeRequest{ID: l.ID, Reason: "test"})
 	if err != nil || rev.RevokedAt == nil {
 		t.Fatalf("revoke of a lease whose role is gone: %+v %v", rev, err)
-	}
-}
-
-// TestMaxLeasesUnderConcurrency: 20 concurrent issues against max_leases 5.
-func TestMaxLeasesUnderConcurrency(t *testing.T) {
-	ctx := context.Background()
-	s := lease.NewStore(admin, "limits")
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	ok, limited := 0, 0
-	for i := 0; i < 20; i++ {
-		r := issueRequest(t, time.Minute)
-		r.MaxLeases = 5
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := s.Issue(ctx, r)
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				ok++
-			case errors.Is(err, lease.ErrLimit):
-				limited++
-				if roleExists(t, r.Username) {
-					t.Errorf("a limited issue left role %s", r.Username)
-				}
-			default:
-				t.Errorf("issue: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	if ok != 5 || limited != 15 {
-		t.Fatalf("ok %d limited %d, want 5 and 15", ok, limited)
 	}
 }
 
