@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ephemera-sh/ephemera/broker/admindb"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 )
 
@@ -146,5 +149,44 @@ func TestRevokeNamesUnreachableDatabase(t *testing.T) {
 	}
 	if roleExists(t, l.Username) {
 		t.Fatal("the role survived the reap after the admin could connect")
+	}
+}
+
+// TestOtherDatabaseSignsInLikeThePool: with RDS IAM auth the pool has no
+// password, only a BeforeConnect hook that signs a token per connection;
+// the connection to another database must sign in the same way (a token
+// cached from the pool's first connection would have expired).
+func TestOtherDatabaseSignsInLikeThePool(t *testing.T) {
+	ctx := context.Background()
+	other := otherDatabase(t, true)
+	pc, err := pgxpool.ParseConfig(adminDSNFor(pg.Database()))
+	must(t, err)
+	password := pc.ConnConfig.Password
+	pc.ConnConfig.Password = ""
+	var signed atomic.Int32
+	pc.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+		signed.Add(1)
+		cc.Password = password
+		return nil
+	}
+	admindb.Harden(pc.ConnConfig)
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	must(t, err)
+	defer pool.Close()
+	s := lease.NewStore(pool, randomName("iam_"))
+	l, pw := issueWithPassword(t, s, "orders_write", 2*time.Second)
+	plant(t, l, pw, other)
+	before := signed.Load()
+	time.Sleep(time.Until(l.ExpiresAt) + 100*time.Millisecond)
+	out, err := s.ReapExpired(ctx, time.Now(), 10, "expired", nil)
+	must(t, err)
+	if len(out) != 1 || out[0].Err != nil {
+		t.Fatalf("reap: %+v", out)
+	}
+	if roleExists(t, l.Username) {
+		t.Fatal("the role survived")
+	}
+	if signed.Load() <= before {
+		t.Fatal("the connection to the other database did not sign in through BeforeConnect")
 	}
 }
