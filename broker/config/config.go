@@ -395,7 +395,8 @@ func parseRole(field, name string, f fileRole, adminUser string) (*Role, error) 
 		return nil, fmt.Errorf("config: %s.member_of: at least one group role is required", field)
 	}
 	for i, g := range r.MemberOf {
-		if _, err := pgrole.QuoteIdentifier(g); err != nil || len(g) > 63 || strings.HasPrefix(g, pgrole.Prefix) || strings.HasPrefix(g, "pg_") {
+		if _, err := pgrole.QuoteIdentifier(g); err != nil || len(g) > 63 || strings.HasPrefix(g, pgrole.Prefix) || strings.HasPrefix(g, "pg_") ||
+			strings.HasPrefix(g, "ephemera_leased_") { // the deployment's marker group grants nothing and marks ephemeral users
 			return nil, fmt.Errorf("config: %s.member_of[%d]: %q is not a usable group role name", field, i, g)
 		}
 		// A member of the admin role could SET ROLE to it and gain CREATEROLE.

@@ -39,6 +39,11 @@ func Open(ctx context.Context, cfg *config.Config, opts OpenOptions) (_ *Stores,
 		}
 	}()
 	for _, name := range s.names {
+		// Refuse to start without the privileges revocation needs, naming
+		// each missing GRANT, rather than half-revoke later.
+		if err := admindb.Preflight(ctx, pools[name], cfg.Databases[name]); err != nil {
+			return nil, fmt.Errorf("lease: database %s: %w", name, err)
+		}
 		if err := Migrate(ctx, pools[name]); err != nil {
 			return nil, fmt.Errorf("lease: database %s: %w", name, err)
 		}

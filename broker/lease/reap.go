@@ -147,7 +147,7 @@ func (s *Store) reapOne(ctx context.Context, tx pgx.Tx, l *Lease, now time.Time,
 			return failed(err)
 		}
 	}
-	err = dropRole(ctx, sp, l.Username, firstGroup(l.MemberOf))
+	err = s.dropRole(ctx, sp, l.Username, firstGroup(l.MemberOf))
 	if errors.Is(err, ErrRoleGone) {
 		r.RoleGone, err = true, nil
 	}
@@ -173,15 +173,26 @@ func (s *Store) reapOne(ctx context.Context, tx pgx.Tx, l *Lease, now time.Time,
 // for username (roles are cluster-wide; leases are per database).
 type Claimed func(ctx context.Context, username string) (bool, error)
 
-// Sweep drops roles that carry the ephemera prefix, have no unrevoked lease
-// here (nor, per claimed, elsewhere) and have been seen orphaned for at
-// least grace. Sessions are terminated and the role dropped as a lease's
-// would be (objects go to the first group the role belongs to).
+// Sweep drops this deployment's ephemeral users that no unrevoked lease
+// claims here (nor, per claimed, elsewhere) once they have been seen
+// orphaned for at least grace. Only members of the marker group are
+// candidates (and, as a second guard, only names of NewUsername's form): a
+// role created by hand is never swept, whatever its name. The login is
+// disabled, sessions are terminated and the role dropped as a lease's would
+// be (objects go to the first group the role belongs to, other than the
+// marker).
 func (s *Store) Sweep(ctx context.Context, now time.Time, grace time.Duration, claimed Claimed, record AuditFunc) ([]Reaped, error) {
 	now = now.UTC().Truncate(time.Microsecond)
-	rows, err := s.pool.Query(ctx, `SELECT r.rolname FROM pg_roles r
-		WHERE r.rolname LIKE 'eph\_%' AND NOT EXISTS (
-			SELECT 1 FROM ephemera.leases l WHERE l.username = r.rolname AND l.revoked_at IS NULL)`)
+	marker, err := s.MarkerGroup(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lease: sweep: %w", err)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT u.rolname::text FROM pg_catalog.pg_auth_members m
+		JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+		JOIN pg_catalog.pg_roles u ON u.oid = m.member
+		WHERE g.rolname = $1 AND u.rolname <> CURRENT_USER AND NOT EXISTS (
+			SELECT 1 FROM ephemera.leases l WHERE l.username = u.rolname AND l.revoked_at IS NULL)
+		ORDER BY 1`, marker)
 	if err != nil {
 		return nil, fmt.Errorf("lease: sweep: %w", err)
 	}
@@ -192,7 +203,7 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, grace time.Duration, c
 	var candidates []string
 	for _, n := range names {
 		if !pgrole.ValidUsername(n) {
-			continue // not one of ours, whatever its prefix says
+			continue // marked by hand, not by Issue: leave it to its maker
 		}
 		if claimed != nil {
 			c, err := claimed(ctx, n)
@@ -206,7 +217,7 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, grace time.Duration, c
 		candidates = append(candidates, n)
 	}
 	// Remember when each candidate was first seen; forget the others.
-	if _, err := s.pool.Exec(ctx, `WITH c AS (SELECT unnest($1::text[]) AS rolname),
+	if _, err := s.pool.Exec(ctx, `WITH c AS (SELECT pg_catalog.unnest($1::text[]) AS rolname),
 		gone AS (DELETE FROM ephemera.orphans o WHERE NOT EXISTS (SELECT 1 FROM c WHERE c.rolname = o.rolname))
 		INSERT INTO ephemera.orphans (rolname, first_seen) SELECT rolname, $2 FROM c ON CONFLICT (rolname) DO NOTHING`,
 		candidates, now); err != nil {
@@ -214,12 +225,15 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, grace time.Duration, c
 	}
 	var out []Reaped
 	for _, n := range candidates {
+		var r Reaped
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			r = Reaped{Username: n}
 			var ripe bool
 			err := tx.QueryRow(ctx, `SELECT first_seen <= $2 FROM ephemera.orphans WHERE rolname = $1 FOR UPDATE SKIP LOCKED`,
 				n, now.Add(-grace)).Scan(&ripe)
 			if errors.Is(err, pgx.ErrNoRows) || (err == nil && !ripe) {
-				return nil // another sweeper has it, or it is too young
+				r.Username = "" // another sweeper has it, or it is too young
+				return nil
 			}
 			if err != nil {
 				return err
@@ -230,17 +244,24 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, grace time.Duration, c
 				return err
 			}
 			if leased {
+				r.Username = ""
 				_, err := tx.Exec(ctx, "DELETE FROM ephemera.orphans WHERE rolname = $1", n)
 				return err
 			}
 			var group string
-			_ = tx.QueryRow(ctx, `SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-				JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = $1 ORDER BY g.rolname LIMIT 1`, n).Scan(&group)
-			r := Reaped{Username: n}
+			if err := tx.QueryRow(ctx, `SELECT coalesce((SELECT g.rolname::text FROM pg_catalog.pg_auth_members m
+					JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+					JOIN pg_catalog.pg_roles u ON u.oid = m.member
+					WHERE u.rolname = $1 AND g.rolname <> $2 ORDER BY g.rolname LIMIT 1), '')`, n, marker).Scan(&group); err != nil {
+				return fmt.Errorf("find group: %w", err)
+			}
+			if err := disableLogin(ctx, tx, n); err != nil {
+				return err
+			}
 			if err := TerminateSessions(ctx, tx, n); err != nil {
 				return err
 			}
-			if err := dropRole(ctx, tx, n, group); errors.Is(err, ErrRoleGone) {
+			if err := s.dropRole(ctx, tx, n, group); errors.Is(err, ErrRoleGone) {
 				r.RoleGone = true
 			} else if err != nil {
 				return err
@@ -253,11 +274,13 @@ func (s *Store) Sweep(ctx context.Context, now time.Time, grace time.Duration, c
 					return err
 				}
 			}
-			out = append(out, r)
 			return nil
 		})
-		if err != nil {
+		switch {
+		case err != nil:
 			out = append(out, Reaped{Username: n, Err: fmt.Errorf("sweep %s: %w", n, err)})
+		case r.Username != "":
+			out = append(out, r)
 		}
 	}
 	return out, nil

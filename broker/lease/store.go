@@ -174,6 +174,14 @@ func (s *Store) Issue(ctx context.Context, r IssueRequest) (*Lease, error) {
 		roleSQL.WriteString(sql)
 		roleSQL.WriteString(";\n")
 	}
+	// Every ephemeral user is marked as this deployment's: the sweep drops
+	// only marked roles, never one that merely looks like ours.
+	mark, err := s.markStatement(ctx, r.Username)
+	if err != nil {
+		return nil, fmt.Errorf("lease: issue: %w", err)
+	}
+	roleSQL.WriteString(mark)
+	roleSQL.WriteString(";\n")
 	// max_leases is decided under a per-role lock taken after the costly
 	// statements above, so issues of one role serialize only from here on.
 	lockKey, err := pgrole.QuoteLiteral("ephemera.leases/" + s.database + "/" + r.DBRole)
@@ -381,7 +389,7 @@ func (s *Store) Revoke(ctx context.Context, r RevokeRequest) (l *Lease, revokedN
 			l = cur
 			return nil
 		}
-		if err := dropRole(ctx, tx, l.Username, firstGroup(l.MemberOf)); err != nil && !errors.Is(err, ErrRoleGone) {
+		if err := s.dropRole(ctx, tx, l.Username, firstGroup(l.MemberOf)); err != nil && !errors.Is(err, ErrRoleGone) {
 			return err
 		}
 		revoked := now.UTC()
@@ -412,7 +420,7 @@ func (s *Store) recordFailure(ctx context.Context, id string, cause error) error
 
 func disableLogin(ctx context.Context, tx pgx.Tx, username string) error {
 	var exists bool
-	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", username).Scan(&exists); err != nil {
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)", username).Scan(&exists); err != nil {
 		return fmt.Errorf("find role: %w", err)
 	}
 	if !exists {
@@ -447,8 +455,8 @@ func TerminateAll(ctx context.Context, q Querier, usernames []string) error {
 	if len(usernames) == 0 {
 		return nil
 	}
-	rows, err := q.Query(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-		WHERE usename = ANY($1) AND pid <> pg_backend_pid()`, usernames)
+	rows, err := q.Query(ctx, `SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+		WHERE usename = ANY($1) AND pid <> pg_catalog.pg_backend_pid()`, usernames)
 	if err != nil {
 		return fmt.Errorf("terminate sessions: %w", err)
 	}
@@ -460,12 +468,12 @@ func TerminateAll(ctx context.Context, q Querier, usernames []string) error {
 	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
 		// Inside a transaction pg_stat_activity is a snapshot taken at first
 		// use (stats_fetch_consistency): drop it so each poll sees the present.
-		clear, err := q.Query(ctx, "SELECT pg_stat_clear_snapshot()")
+		clear, err := q.Query(ctx, "SELECT pg_catalog.pg_stat_clear_snapshot()")
 		if err != nil {
 			return fmt.Errorf("terminate sessions: %w", err)
 		}
 		clear.Close()
-		rows, err := q.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()`, usernames)
+		rows, err := q.Query(ctx, `SELECT pid FROM pg_catalog.pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_catalog.pg_backend_pid()`, usernames)
 		if err != nil {
 			return fmt.Errorf("terminate sessions: %w", err)
 		}

@@ -1,7 +1,9 @@
-// Package reaper makes revocation converge (DESIGN §7): it revokes expired
-// leases (terminating their sessions, reassigning and dropping what their
-// roles own, dropping the roles), sweeps ephemera roles that no lease claims,
-// and deletes used nonces and old audit rows. A failed revocation is recorded
+// Package reaper makes revocation converge: it revokes expired leases
+// (terminating their sessions, reassigning and dropping what their roles own
+// in every database of the cluster, dropping the roles), sweeps this
+// deployment's marked ephemeral roles that no lease claims, and deletes used
+// nonces, and audit rows and revoked lease rows older than the audit
+// retention. A failed revocation is recorded
 // on its lease and retried with exponential backoff (capped at 5 minutes) on
 // every later run, forever; it never stops the batch.
 //
@@ -40,7 +42,8 @@ type Config struct {
 	MaxBatches int
 	// SweepGrace is how long a role must be seen orphaned before it is dropped.
 	SweepGrace time.Duration
-	// AuditRetention is how long audit rows are kept; negative keeps them forever.
+	// AuditRetention is how long audit rows, and the rows of revoked
+	// leases, are kept; negative keeps them forever.
 	AuditRetention time.Duration
 	// Metrics receives EMF lines (RevocationFailures, SweptRoles, LiveLeases, ReapLag). Optional.
 	Metrics *metrics.Emitter
@@ -55,6 +58,7 @@ type Summary struct {
 	Swept         int      `json:"swept"`
 	NoncesDeleted int64    `json:"nonces_deleted"`
 	AuditPruned   int64    `json:"audit_pruned"`
+	LeasesPruned  int64    `json:"leases_pruned"`
 	DurationMS    float64  `json:"duration_ms"`
 	Errors        []string `json:"errors,omitempty"`
 
@@ -67,6 +71,7 @@ func (s *Summary) add(o Summary) {
 	s.Swept += o.Swept
 	s.NoncesDeleted += o.NoncesDeleted
 	s.AuditPruned += o.AuditPruned
+	s.LeasesPruned += o.LeasesPruned
 	s.Errors = append(s.Errors, o.Errors...)
 	s.lags = append(s.lags, o.lags...)
 }
@@ -155,7 +160,11 @@ func (r *Reaper) runDatabase(ctx context.Context, name string) (Summary, error) 
 		return sum, err
 	}
 	if r.cfg.AuditRetention > 0 {
-		if sum.AuditPruned, err = store.PruneAudit(ctx, now.Add(-r.cfg.AuditRetention)); err != nil {
+		before := now.Add(-r.cfg.AuditRetention)
+		if sum.AuditPruned, err = store.PruneAudit(ctx, before); err != nil {
+			return sum, err
+		}
+		if sum.LeasesPruned, err = store.PruneRevoked(ctx, before); err != nil {
 			return sum, err
 		}
 	}

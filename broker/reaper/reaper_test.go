@@ -39,7 +39,7 @@ type fixture struct {
 func newFixture(t *testing.T, name string, cfg reaper.Config) *fixture {
 	t.Helper()
 	f := &fixture{store: lease.NewStore(admin, name), lines: &bytes.Buffer{}}
-	log := audit.New(&lockedWriter{w: f.lines}, map[string]*pgxpool.Pool{name: admin}, nil)
+	log := audit.New(&lockedWriter{w: f.lines}, nil)
 	f.reaper = reaper.New(map[string]*lease.Store{name: f.store}, log, nil, cfg)
 	return f
 }
@@ -345,18 +345,25 @@ func TestRoleDroppedByHand(t *testing.T) {
 	}
 }
 
+// TestSweep: a marked orphan (a user of this deployment that no lease
+// claims) is swept after the grace period, with its audit row; roles made
+// by hand are not, even with an ephemeral-looking name.
 func TestSweep(t *testing.T) {
 	ctx := context.Background()
 	clock := time.Now()
 	f := newFixture(t, "sweep", reaper.Config{SweepGrace: time.Minute, Now: func() time.Time { return clock }})
 	live := issue(t, f.store, "orders_read", 0, time.Hour)
+	marker, err := f.store.MarkerGroup(ctx)
+	must(t, err)
 	orphan, err := pgrole.NewUsername("gone")
 	must(t, err)
 	orphanIdent, _ := pgrole.QuoteIdentifier(orphan)
-	_, err = superuserExec(ctx, "CREATE ROLE "+orphanIdent+" LOGIN IN ROLE orders_read; CREATE ROLE eph_but_not_ours; CREATE ROLE app_user")
+	markerIdent, _ := pgrole.QuoteIdentifier(marker)
+	_, err = superuserExec(ctx, "CREATE ROLE "+orphanIdent+" LOGIN IN ROLE orders_read, "+markerIdent+
+		"; CREATE ROLE eph_but_not_ours; CREATE ROLE app_user; CREATE ROLE eph_etl_transactions LOGIN IN ROLE orders_read")
 	must(t, err)
 	t.Cleanup(func() {
-		_, _ = superuserExec(ctx, "DROP ROLE IF EXISTS eph_but_not_ours; DROP ROLE IF EXISTS app_user")
+		_, _ = superuserExec(ctx, "DROP ROLE IF EXISTS eph_but_not_ours; DROP ROLE IF EXISTS app_user; DROP ROLE IF EXISTS eph_etl_transactions")
 	})
 
 	sum, err := f.reaper.Run(ctx)
@@ -370,7 +377,7 @@ func TestSweep(t *testing.T) {
 	if sum.Swept != 1 || roleExists(t, orphan) {
 		t.Fatalf("orphan not swept after grace: %+v", sum)
 	}
-	for _, keep := range []string{live.lease.Username, "eph_but_not_ours", "app_user"} {
+	for _, keep := range []string{live.lease.Username, "eph_but_not_ours", "app_user", "eph_etl_transactions"} {
 		if !roleExists(t, keep) {
 			t.Fatalf("the sweep dropped %s", keep)
 		}
@@ -404,8 +411,8 @@ func TestHousekeeping(t *testing.T) {
 	must(t, err)
 	_, err = f.store.UseNonce(ctx, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", time.Now().Add(time.Minute))
 	must(t, err)
-	must(t, audit.Insert(ctx, admin, audit.Record{Time: time.Now().Add(-48 * time.Hour), RequestID: "old", Event: "issue", Decision: "allow", Database: "house"}))
-	must(t, audit.Insert(ctx, admin, audit.Record{Time: time.Now(), RequestID: "new", Event: "issue", Decision: "allow", Database: "house"}))
+	must(t, f.store.AppendAudit(ctx, audit.Record{Time: time.Now().Add(-48 * time.Hour), RequestID: "old", Event: "issue", Decision: "allow", Database: "house"}))
+	must(t, f.store.AppendAudit(ctx, audit.Record{Time: time.Now(), RequestID: "new", Event: "issue", Decision: "allow", Database: "house"}))
 	sum, err := f.reaper.Run(ctx)
 	must(t, err)
 	if sum.NoncesDeleted < 1 || sum.AuditPruned < 1 {

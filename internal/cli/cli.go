@@ -156,6 +156,7 @@ func commands() []*command {
 	return []*command{
 		leasesCommand(), auditCommand(), revokeCommand(), reapCommand(),
 		brokerServeCommand(), reaperRunCommand(),
+		doctorCommand(),
 		policyValidateCommand(), policyTestCommand(),
 		localCommand(), versionCommand(),
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ephemera-sh/ephemera/broker/admindb"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/sam/local/pgserver"
 )
@@ -20,7 +21,13 @@ func AdminPool(ctx context.Context, srv *pgserver.Server) (*Setup, *pgxpool.Pool
 	if err != nil {
 		return nil, nil, err
 	}
-	pool, err := pgxpool.New(ctx, srv.ConnString(setup.AdminUser, setup.AdminPassword, srv.Database()))
+	pc, err := pgxpool.ParseConfig(srv.ConnString(setup.AdminUser, setup.AdminPassword, srv.Database()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("demodb: admin pool: %w", err)
+	}
+	admindb.Harden(pc.ConnConfig) // as the broker and the reaper connect
+	pc.MaxConns = 8
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("demodb: admin pool: %w", err)
 	}
