@@ -14,7 +14,7 @@ import (
 
 	"github.com/ephemera-sh/ephemera/extension/internal/brokertest"
 	"github.com/ephemera-sh/ephemera/extension/internal/extapitest"
-	"github.com/ephemera-sh/ephemera/extension/localserver"
+	"github.com/ephemera-sh/ephemera/extension/localapi"
 )
 
 // syncBuffer is a log sink safe for the extension's goroutines.
@@ -88,7 +88,7 @@ func (h *harness) wait(t *testing.T) int {
 func (h *harness) read(t *testing.T, name string) (int, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(h.port)+"/v1/credentials/"+name, nil)
-	req.Header.Set(localserver.HeaderToken, h.env["AWS_SESSION_TOKEN"])
+	req.Header.Set(localapi.HeaderToken, h.env["AWS_SESSION_TOKEN"])
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +211,7 @@ func TestFailModeReportsBeforeAnsweringReads(t *testing.T) {
 	go func() {
 		hc := &http.Client{Timeout: 15 * time.Second}
 		req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(h.port)+"/v1/credentials/orders", nil)
-		req.Header.Set(localserver.HeaderToken, h.env["AWS_SESSION_TOKEN"])
+		req.Header.Set(localapi.HeaderToken, h.env["AWS_SESSION_TOKEN"])
 		resp, err := hc.Do(req)
 		o := outcome{err: err, reports: len(h.api.Reports())}
 		if err == nil {

@@ -73,7 +73,7 @@
 //
 // Code that cannot use this package (another language, an unmodified SDK) gets the same
 // with the SDK's container credentials provider: set
-// AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:2772/v1/aws/reports and
+// AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:7411/v1/aws/reports and
 // AWS_CONTAINER_AUTHORIZATION_TOKEN to the value of AWS_SESSION_TOKEN, and unset
 // AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN in the process before the
 // SDK loads its configuration (the SDKs' default chains prefer those static variables,
@@ -82,7 +82,7 @@
 // # Configure the client
 //
 // New needs no options inside Lambda. It reads two variables once:
-// EPHEMERA_PORT, the extension's port (default 2772, or WithPort), and
+// EPHEMERA_PORT, the extension's port (default 7411, or WithPort), and
 // AWS_SESSION_TOKEN, which the extension expects as proof that the caller
 // runs in the same sandbox (or WithToken). WithHTTPClient replaces the HTTP
 // client (default: 30 s timeout, no proxy); redirects are never followed, so
