@@ -102,7 +102,8 @@ type Config struct {
 	// MaxAttempts bounds the attempts of one call. Default DefaultMaxAttempts.
 	MaxAttempts int
 	// BaseDelay and MaxDelay shape the backoff: before attempt n+1 the client waits a
-	// random time between half and all of min(MaxDelay, BaseDelay·2^(n-1)).
+	// random time between half and all of min(MaxDelay, BaseDelay·2^(n-1)), or as long
+	// as the answer's Retry-After asks if that is longer, but never more than MaxDelay.
 	// Defaults DefaultBaseDelay and DefaultMaxDelay.
 	BaseDelay, MaxDelay time.Duration
 	// AttemptTimeout bounds one attempt. Default DefaultAttemptTimeout.
@@ -258,7 +259,9 @@ func (c *Client) call(ctx context.Context, path string, body func(*api.Proof) an
 		if err == nil || !Retryable(err) || attempt >= c.cfg.MaxAttempts || ctx.Err() != nil {
 			return err
 		}
-		delay := max(c.backoff(attempt), retryAfter(err))
+		// Retry-After lengthens the wait, up to MaxDelay: the caller's budget (INIT's
+		// 5 s by default) matters more than a broker's wish to be left alone longer.
+		delay := max(c.backoff(attempt), min(retryAfter(err), c.cfg.MaxDelay))
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= delay {
 			return err // waiting would outlive the caller's deadline
 		}

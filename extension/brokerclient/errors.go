@@ -16,10 +16,6 @@ import (
 // that is not a loopback address.
 var ErrInsecureURL = errors.New("the broker URL must be https unless it names a loopback address")
 
-// maxRetryAfter caps how long a Retry-After makes the client wait before the next
-// attempt; the caller's deadline still comes first.
-const maxRetryAfter = 30 * time.Second
-
 // Error is an answer of the broker (or of API Gateway, or anything else in front of it)
 // other than success. When the answer was the broker's error document, API holds it and
 // Unwrap returns it, so errors.Is(err, api.ErrAccessDenied) and api.CodeOf(err) classify
@@ -93,11 +89,11 @@ func Retryable(err error) bool {
 	return errors.As(err, &te) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// retryAfter is the wait a retryable answer asked for (Retry-After), capped.
+// retryAfter is the wait a retryable answer asked for (Retry-After), or 0.
 func retryAfter(err error) time.Duration {
 	var e *api.Error
 	if errors.As(err, &e) {
-		return min(e.RetryAfter, maxRetryAfter)
+		return e.RetryAfter
 	}
 	return 0
 }

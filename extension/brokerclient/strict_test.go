@@ -19,14 +19,18 @@ import (
 
 // rawClient is a client of url signing with fixed credentials (a raw test server checks
 // no signature).
-func rawClient(t *testing.T, url string) *brokerclient.Client {
+func rawClient(t *testing.T, url string, edit ...func(*brokerclient.Config)) *brokerclient.Client {
 	t.Helper()
-	c, err := brokerclient.New(brokerclient.Config{
+	cfg := brokerclient.Config{
 		BaseURL: url, Audience: "test-audience", Region: "us-east-1", BaseDelay: time.Millisecond, MaxDelay: time.Millisecond,
 		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
 			return aws.Credentials{AccessKeyID: "ASIAEXAMPLE", SecretAccessKey: "secret", SessionToken: "token"}, nil
 		}),
-	})
+	}
+	for _, e := range edit {
+		e(&cfg)
+	}
+	c, err := brokerclient.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +175,8 @@ func TestBaseURLMustBeHTTPS(t *testing.T) {
 	}
 }
 
-// A 503 with Retry-After waits at least that long before the next attempt.
+// A 503 with Retry-After waits at least that long before the next attempt (up to
+// MaxDelay).
 func TestRetryAfterHonoured(t *testing.T) {
 	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -185,7 +190,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 		_, _ = io.WriteString(w, `{"username":"eph_a",`+goodCredential+`}`)
 	}))
 	defer srv.Close()
-	c := rawClient(t, srv.URL)
+	c := rawClient(t, srv.URL, func(cfg *brokerclient.Config) { cfg.MaxDelay = 5 * time.Second })
 	var s sleeps
 	c.SetSleep(s.sleep)
 	if _, err := c.Issue(context.Background(), "orders", "readonly", 0); err != nil {
