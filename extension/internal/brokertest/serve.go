@@ -147,22 +147,39 @@ func record(c *Call, path string, body []byte) {
 	if name, id := op(path); name != "" {
 		c.Op, c.LeaseID = name, id
 	}
-	var req struct {
-		Identity   *api.Proof `json:"identity"`
-		Database   string     `json:"database"`
-		Role       string     `json:"role"`
-		Profile    string     `json:"profile"`
-		TTLSeconds *int64     `json:"ttl_seconds"`
+	var proof *api.Proof
+	var ttl *int64
+	switch c.Op {
+	case "issue":
+		var q api.IssueRequest
+		if api.UnmarshalAnswer(body, &q) != nil {
+			return
+		}
+		proof, ttl, c.Database, c.Role = q.Identity, q.TTLSeconds, q.Database, q.Role
+	case "renew":
+		var q api.RenewRequest
+		if api.UnmarshalAnswer(body, &q) != nil {
+			return
+		}
+		proof, ttl = q.Identity, q.TTLSeconds
+	case "revoke":
+		var q api.RevokeRequest
+		if api.UnmarshalAnswer(body, &q) != nil {
+			return
+		}
+		proof = q.Identity
+	case "assume":
+		var q api.AWSCredentialsRequest
+		if api.UnmarshalAnswer(body, &q) != nil {
+			return
+		}
+		proof, ttl, c.Profile = q.Identity, q.TTLSeconds, q.Profile
 	}
-	if api.UnmarshalAnswer(body, &req) != nil {
-		return
+	if ttl != nil {
+		c.TTLSeconds = *ttl
 	}
-	c.Database, c.Role, c.Profile = req.Database, req.Role, req.Profile
-	if req.TTLSeconds != nil {
-		c.TTLSeconds = *req.TTLSeconds
-	}
-	if req.Identity != nil {
-		for k, v := range req.Identity.Headers {
+	if proof != nil {
+		for k, v := range proof.Headers {
 			if strings.EqualFold(k, attest.HeaderNonce) && len(v) == 1 {
 				c.Nonce = v[0]
 			}
