@@ -131,7 +131,7 @@ func TestCredential(t *testing.T) {
 		t.Fatalf("status %d %s", a.status, a.raw)
 	}
 	var r localapi.Credential
-	if err := json.Unmarshal([]byte(a.raw), &r); err != nil {
+	if err := api.Unmarshal([]byte(a.raw), &r); err != nil {
 		t.Fatal(err)
 	}
 	c := testCredential()
