@@ -98,6 +98,11 @@
 // *Error carries the status and the extension's error code. No error text
 // ever contains a password, a DSN or the token.
 //
+// The extension's answers are decoded strictly (the wire documents are those of
+// package extension/localapi, which the extension writes): an answer with a
+// duplicate key, a key that differs from a field only in case, or a NUL
+// character is not a credential, and the call fails.
+//
 // # Test code that uses credentials
 //
 // Functions should depend on the Source interface, not on *Client. In tests,
