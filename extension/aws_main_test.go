@@ -86,24 +86,6 @@ func TestLifecycleAWSOnly(t *testing.T) {
 	}
 }
 
-// Both kinds together; a refused AWS profile fails INIT like a refused credential.
-func TestAWSRefusedFailsInit(t *testing.T) {
-	h := newHarness(t)
-	h.env["EPHEMERA_AWS_PROFILES"] = "admin=billing-admin"
-	h.start(context.Background())
-	if code := h.wait(t); code != 1 {
-		t.Fatalf("exit %d", code)
-	}
-	reps := h.api.Reports()
-	if len(reps) != 1 || reps[0].ErrorType != "Extension.CredentialRefused" || !strings.Contains(reps[0].Message, `"admin"`) {
-		t.Fatalf("reports %+v", reps)
-	}
-	if n := h.broker.Count("revoke"); n != 1 {
-		t.Fatalf("the database lease issued at INIT was not given back: %d revocations", n)
-	}
-	h.checkLogs(t)
-}
-
 func TestConfigNeitherList(t *testing.T) {
 	h := newHarness(t)
 	delete(h.env, "EPHEMERA_CREDENTIALS")

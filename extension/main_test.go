@@ -12,7 +12,7 @@ import (
 
 	"github.com/ephemera-sh/ephemera/extension/internal/brokertest"
 	"github.com/ephemera-sh/ephemera/extension/internal/extapitest"
-	"github.com/ephemera-sh/ephemera/extension/localserver"
+	"github.com/ephemera-sh/ephemera/extension/localapi"
 	"github.com/ephemera-sh/ephemera/sam/local/observe"
 )
 
@@ -74,7 +74,7 @@ func (h *harness) wait(t *testing.T) int {
 func (h *harness) read(t *testing.T, name string) (int, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(h.port)+"/v1/credentials/"+name, nil)
-	req.Header.Set(localserver.HeaderToken, h.env["AWS_SESSION_TOKEN"])
+	req.Header.Set(localapi.HeaderToken, h.env["AWS_SESSION_TOKEN"])
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -101,44 +101,6 @@ func (h *harness) checkLogs(t *testing.T) {
 	}
 }
 
-func TestLifecycle(t *testing.T) {
-	h := newHarness(t)
-	h.start(context.Background())
-	if !h.api.WaitNext(10 * time.Second) {
-		t.Fatalf("no /event/next; logs:\n%s", h.logs)
-	}
-	if name, events, _ := h.api.Registration(); name != "ephemera" || strings.Join(events, ",") != "INVOKE,SHUTDOWN" {
-		t.Fatalf("registered %q for %v", name, events)
-	}
-	status, body := h.read(t, "orders")
-	if status != 200 || body["username"] == "" || !strings.Contains(body["dsn"].(string), "user='") {
-		t.Fatalf("read: %d %v", status, body)
-	}
-	h.api.Invoke("req-1", time.Now().Add(3*time.Second))
-	if !h.api.WaitNext(10 * time.Second) {
-		t.Fatal("no /event/next after INVOKE")
-	}
-	h.api.Shutdown("spindown", time.Now().Add(2*time.Second))
-	if code := h.wait(t); code != 0 {
-		t.Fatalf("exit %d; logs:\n%s", code, h.logs)
-	}
-	for _, l := range h.broker.Leases() {
-		if !l.Revoked {
-			t.Errorf("lease %s not revoked at SHUTDOWN", l.ID)
-		}
-	}
-	if n := h.broker.Count("issue"); n != 1 {
-		t.Errorf("%d issues", n)
-	}
-	if reps := h.api.Reports(); len(reps) != 0 {
-		t.Errorf("error reports %+v", reps)
-	}
-	if _, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(h.port), 200*time.Millisecond); err == nil {
-		t.Error("the local server still listens after SHUTDOWN")
-	}
-	h.checkLogs(t)
-}
-
 func TestConfigInvalid(t *testing.T) {
 	h := newHarness(t)
 	delete(h.env, "EPHEMERA_AUDIENCE")
@@ -158,116 +120,42 @@ func TestConfigInvalid(t *testing.T) {
 	h.checkLogs(t)
 }
 
-func TestBrokerUnavailableFailsInit(t *testing.T) {
+// The wiring end to end: the environment's credential is issued at INIT, served on
+// EPHEMERA_PORT, and revoked at SHUTDOWN (exit 0). The lifecycle's own cases are in
+// package extension/lifecycle.
+func TestRunServesAndRevokes(t *testing.T) {
 	h := newHarness(t)
-	h.env["EPHEMERA_INIT_TIMEOUT"] = "1s"
-	h.broker.SetDown(true)
 	h.start(context.Background())
-	if code := h.wait(t); code != 1 {
-		t.Fatalf("exit %d", code)
-	}
-	reps := h.api.Reports()
-	if len(reps) != 1 || reps[0].ErrorType != "Extension.BrokerUnavailable" || !strings.Contains(reps[0].Message, `"orders"`) {
-		t.Fatalf("reports %+v", reps)
-	}
-	h.checkLogs(t)
-}
-
-// In fail mode a read that waits for INIT is not answered when INIT fails: the extension
-// reports init/error first, so that the function cannot exit on a 503 and fail INIT with
-// Runtime.ExitError before the extension's report is in.
-func TestFailModeReportsBeforeAnsweringReads(t *testing.T) {
-	h := newHarness(t)
-	h.env["EPHEMERA_INIT_TIMEOUT"] = "1s"
-	h.broker.SetDown(true)
-	release := h.broker.Hold()
-	h.start(context.Background())
-	for end := time.Now().Add(10 * time.Second); h.broker.InFlight() == 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("INIT never called the broker; logs:\n%s", h.logs)
-		}
-	}
-
-	type outcome struct {
-		status  int
-		err     error
-		reports int // error reports received when the read ended
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		hc := &http.Client{Timeout: 15 * time.Second}
-		req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(h.port)+"/v1/credentials/orders", nil)
-		req.Header.Set(localserver.HeaderToken, h.env["AWS_SESSION_TOKEN"])
-		resp, err := hc.Do(req)
-		o := outcome{err: err, reports: len(h.api.Reports())}
-		if err == nil {
-			o.status = resp.StatusCode
-			resp.Body.Close()
-		}
-		done <- o
-	}()
-	time.Sleep(50 * time.Millisecond) // the read waits for INIT
-	release()                         // the broker answers 503: INIT fails
-
-	if code := h.wait(t); code != 1 {
-		t.Fatalf("exit %d", code)
-	}
-	reps := h.api.Reports()
-	if len(reps) != 1 || reps[0].Path != "/init/error" || reps[0].ErrorType != "Extension.BrokerUnavailable" {
-		t.Fatalf("reports %+v", reps)
-	}
-	o := <-done
-	if o.reports == 0 {
-		t.Fatalf("the read ended (status %d, %v) before init/error was reported", o.status, o.err)
-	}
-	if o.status != 0 {
-		t.Errorf("the read waiting for INIT was answered %d; it must stay held until the extension exits", o.status)
-	}
-	h.checkLogs(t)
-}
-
-func TestLazyInitServes503ThenRecovers(t *testing.T) {
-	h := newHarness(t)
-	h.env["EPHEMERA_INIT_TIMEOUT"] = "1s"
-	h.env["EPHEMERA_ON_INIT_FAILURE"] = "lazy"
-	h.broker.SetDown(true)
-	h.start(context.Background())
-	if !h.api.WaitNext(15 * time.Second) {
-		t.Fatalf("no /event/next; logs:\n%s", h.logs)
-	}
-	if status, body := h.read(t, "orders"); status != 503 {
-		t.Fatalf("read while down: %d %v", status, body)
-	}
-	h.broker.SetDown(false)
-	h.api.Invoke("req-1", time.Now().Add(3*time.Second)) // an INVOKE kicks the retry
-	var status int
-	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if status, _ = h.read(t, "orders"); status == 200 {
-			break
-		}
-	}
-	if status != 200 {
-		t.Fatalf("never recovered; logs:\n%s", h.logs)
-	}
-	h.api.Shutdown("spindown", time.Now().Add(2*time.Second))
-	if code := h.wait(t); code != 0 {
-		t.Fatalf("exit %d", code)
-	}
-	h.checkLogs(t)
-}
-
-func TestSignalStops(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	h.start(ctx)
 	if !h.api.WaitNext(10 * time.Second) {
 		t.Fatalf("no /event/next; logs:\n%s", h.logs)
 	}
-	cancel()
+	if status, body := h.read(t, "orders"); status != 200 || body["username"] == "" {
+		t.Fatalf("read: %d %v", status, body)
+	}
+	h.api.Shutdown("spindown", time.Now().Add(2*time.Second))
 	if code := h.wait(t); code != 0 {
+		t.Fatalf("exit %d; logs:\n%s", code, h.logs)
+	}
+	if n, r := h.broker.Count("issue"), h.broker.Count("revoke"); n != 1 || r != 1 {
+		t.Fatalf("%d issues, %d revocations", n, r)
+	}
+	h.checkLogs(t)
+}
+
+// A broker URL that is plain http to a host other than a loopback address is a
+// configuration error, reported before anything is sent.
+func TestInsecureBrokerURL(t *testing.T) {
+	h := newHarness(t)
+	h.env["EPHEMERA_BROKER_URL"] = "http://broker.example.com"
+	h.start(context.Background())
+	if code := h.wait(t); code != 1 {
 		t.Fatalf("exit %d", code)
 	}
-	if n := h.broker.Count("revoke"); n != 1 {
-		t.Fatalf("%d revocations", n)
+	reps := h.api.Reports()
+	if len(reps) != 1 || reps[0].ErrorType != "Extension.ConfigInvalid" || !strings.Contains(reps[0].Message, "must be https") {
+		t.Fatalf("reports %+v", reps)
+	}
+	if n := len(h.broker.Calls()); n != 0 {
+		t.Fatalf("%d calls reached a broker", n)
 	}
 }

@@ -46,7 +46,12 @@
 //     issued before a given time), so [Agent.RevokeAll] just forgets the sessions; they
 //     end at their Expiration, which is why their ttl should stay short.
 //
-// Typical use, as the extension's main wires it:
+// Both are one mechanism: a slot per configured name holds the value, and a kind says
+// how a value of its type is obtained (renew or issue; assume), when it expires, what its
+// margin is and which lease (if any) revokes it. Reading, the refresh rule, collapsing
+// concurrent refreshes, lazy retries and shutdown exist once, for both.
+//
+// Typical use, as the extension's lifecycle wires it:
 //
 //	a, err := agent.New(brokerClient, cfg.Credentials, agent.Options{InitTimeout: cfg.InitTimeout})
 //	err = a.Start(ctx)                    // INIT: fetch all, concurrently, within InitTimeout
@@ -61,27 +66,37 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/extension/brokerclient"
 	"github.com/ephemera-sh/ephemera/extension/config"
 )
 
 // Broker is what the agent needs from the broker; *brokerclient.Client implements it.
 type Broker interface {
-	Issue(ctx context.Context, database, role string, ttl time.Duration) (*brokerclient.Credential, error)
-	Renew(ctx context.Context, leaseID string, ttl time.Duration) (*brokerclient.Lease, error)
+	Issue(ctx context.Context, database, role string, ttl time.Duration) (*api.Credential, error)
+	Renew(ctx context.Context, leaseID string, ttl time.Duration) (*api.Renewal, error)
 	Revoke(ctx context.Context, leaseID string) error
 }
 
-var _ Broker = (*brokerclient.Client)(nil)
+// AWSBroker is what the agent needs from the broker for AWS sessions;
+// *brokerclient.Client implements it.
+type AWSBroker interface {
+	AssumeAWS(ctx context.Context, profile string, ttl time.Duration) (*api.AWSCredential, error)
+}
 
-// Errors of Get. A broker's refusal is returned wrapped as is (see brokerclient.CodeOf).
+var (
+	_ Broker    = (*brokerclient.Client)(nil)
+	_ AWSBroker = (*brokerclient.Client)(nil)
+)
+
+// Errors of Get. A broker's refusal is returned wrapped as is: classify it with
+// errors.Is(err, api.ErrAccessDenied) or api.CodeOf(err).
 var (
 	// ErrUnknown: no credential of that name is configured.
 	ErrUnknown = errors.New("agent: no such credential")
@@ -135,23 +150,58 @@ type Options struct {
 	AWSProfiles []config.AWSProfile
 }
 
-// Credential is a cached credential under its configured name.
+// Credential is a cached credential under its configured name. Printing it (String,
+// GoString, slog) hides the password.
 type Credential struct {
 	Name string
-	brokerclient.Credential
+	api.Credential
+}
+
+// String describes the credential without its password.
+func (c Credential) String() string {
+	return fmt.Sprintf("{%s: lease %s %s/%s user %s password [redacted] %s:%d/%s expires %s}", c.Name, c.LeaseID,
+		c.Database, c.Role, c.Username, c.Host, c.Port, c.DBName, c.ExpiresAt.Format(time.RFC3339))
+}
+
+// GoString is String, so that %#v hides the password too.
+func (c Credential) GoString() string { return "agent.Credential" + c.String() }
+
+// LogValue logs the credential without its password.
+func (c Credential) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", c.Name), slog.String("lease_id", c.LeaseID),
+		slog.String("username", c.Username), slog.Time("expires_at", c.ExpiresAt))
+}
+
+// AWSCredential is a cached AWS session under its configured name. Printing it (String,
+// GoString, slog) hides the secret access key and the session token.
+type AWSCredential struct {
+	Name string
+	api.AWSCredential
+}
+
+// String describes the session without its secret access key and session token.
+func (c AWSCredential) String() string {
+	return fmt.Sprintf("{%s: lease %s access key %s secret [redacted] token [redacted] expires %s}",
+		c.Name, c.LeaseID, c.AccessKeyID, c.Expiration.Format(time.RFC3339))
+}
+
+// GoString is String, so that %#v hides the secrets too.
+func (c AWSCredential) GoString() string { return "agent.AWSCredential" + c.String() }
+
+// LogValue logs the session without its secret access key and session token.
+func (c AWSCredential) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", c.Name), slog.String("access_key_id", c.AccessKeyID),
+		slog.Time("expiration", c.Expiration))
 }
 
 // Agent is the credential cache. It is safe for concurrent use.
 type Agent struct {
-	broker  Broker
-	opts    Options
-	entries map[string]*entry
-	order   []*entry
-	sf      singleflight.Group
-
-	awsBroker  AWSBroker
-	awsEntries map[string]*awsEntry
-	awsOrder   []*awsEntry
+	broker    Broker
+	awsBroker AWSBroker // nil without AWS profiles
+	opts      Options
+	entries   map[string]entry
+	order     []entry // database credentials first, then AWS sessions, as configured
+	sf        singleflight.Group
 
 	ctx    context.Context // ends at RevokeAll: background work and flights stop
 	cancel context.CancelFunc
@@ -164,55 +214,6 @@ type Agent struct {
 	mu      sync.Mutex
 	closed  bool
 	retired []retiredLease
-}
-
-type entry struct {
-	spec                          config.Credential
-	slot[brokerclient.Credential] // ttl: the lease duration asked for (or the broker's default)
-}
-
-// slot is the cached value of an entry (a database credential or an AWS session) and
-// the state its readers share.
-type slot[T any] struct {
-	first     chan struct{} // closed when the first fetch attempt has ended
-	firstOnce sync.Once
-
-	mu      sync.Mutex
-	cred    *T
-	ttl     time.Duration // the duration asked for (or the broker's default)
-	lastErr error
-}
-
-func newSlot[T any](ttl time.Duration) slot[T] {
-	return slot[T]{first: make(chan struct{}), ttl: ttl}
-}
-
-func (s *slot[T]) markFirst() { s.firstOnce.Do(func() { close(s.first) }) }
-
-func (s *slot[T]) current() *T {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cred
-}
-
-func (s *slot[T]) has() bool { return s.current() != nil }
-
-func (s *slot[T]) err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lastErr
-}
-
-func (s *slot[T]) setErr(err error) {
-	s.mu.Lock()
-	s.lastErr = err
-	s.mu.Unlock()
-}
-
-func (s *slot[T]) leaseTTL() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ttl
 }
 
 type retiredLease struct {
@@ -250,18 +251,32 @@ func New(b Broker, creds []config.Credential, opts Options) (*Agent, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{broker: b, opts: opts, entries: map[string]*entry{}, wake: make(chan struct{}, 1)}
+	a := &Agent{broker: b, opts: opts, entries: map[string]entry{}, wake: make(chan struct{}, 1)}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
-	for _, c := range creds {
-		if _, dup := a.entries[c.Name]; dup {
-			return nil, fmt.Errorf("agent: credential %q is configured twice", c.Name)
+	add := func(what, name string, e entry) error {
+		if _, dup := a.entries[name]; dup {
+			return fmt.Errorf("agent: %s %q: the name is configured twice (names are unique across credentials and AWS profiles)", what, name)
 		}
-		e := &entry{spec: c, slot: newSlot[brokerclient.Credential](c.TTL)}
-		a.entries[c.Name] = e
+		a.entries[name] = e
 		a.order = append(a.order, e)
+		return nil
 	}
-	if err := a.addAWS(b, opts.AWSProfiles); err != nil {
-		return nil, err
+	for _, c := range creds {
+		if err := add("credential", c.Name, newSlot[api.Credential](a, c.Name, c.TTL, dbKind{a: a, spec: c})); err != nil {
+			return nil, err
+		}
+	}
+	if len(opts.AWSProfiles) > 0 {
+		ab, ok := b.(AWSBroker)
+		if !ok {
+			return nil, fmt.Errorf("agent: AWS profiles are configured but the broker (%T) cannot assume them", b)
+		}
+		a.awsBroker = ab
+	}
+	for _, p := range opts.AWSProfiles {
+		if err := add("AWS profile", p.Name, newSlot[api.AWSCredential](a, p.Name, p.TTL, awsKind{a: a, spec: p})); err != nil {
+			return nil, err
+		}
 	}
 	return a, nil
 }
@@ -277,26 +292,16 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.started.Store(true)
 		ctx, cancel := context.WithTimeout(ctx, a.opts.InitTimeout)
 		defer cancel()
-		errs := make([]error, len(a.order)+len(a.awsOrder))
-		// A failure is recorded before the waiting reads are let go (markFirst).
-		failed := func(err error) {
-			if err != nil && !a.opts.Lazy {
-				a.failed.Store(true)
-			}
-		}
+		errs := make([]error, len(a.order))
 		var wg sync.WaitGroup
 		for i, e := range a.order {
 			wg.Go(func() {
 				defer e.markFirst()
-				_, errs[i] = a.refresh(ctx, e, false, time.Time{})
-				failed(errs[i])
-			})
-		}
-		for i, e := range a.awsOrder {
-			wg.Go(func() {
-				defer e.markFirst()
-				_, errs[len(a.order)+i] = a.refreshAWS(ctx, e, false, time.Time{})
-				failed(errs[len(a.order)+i])
+				errs[i] = e.refreshAny(ctx, false, time.Time{})
+				// A failure is recorded before the waiting reads are let go (markFirst).
+				if errs[i] != nil && !a.opts.Lazy {
+					a.failed.Store(true)
+				}
 			})
 		}
 		wg.Wait()
@@ -319,21 +324,23 @@ func (a *Agent) Ready() bool {
 			return false
 		}
 	}
-	for _, e := range a.awsOrder {
-		if !e.has() {
-			return false
-		}
-	}
 	return true
 }
 
 // Names returns the configured database credential names in order.
-func (a *Agent) Names() []string {
-	names := make([]string, len(a.order))
-	for i, e := range a.order {
-		names[i] = e.spec.Name
+func (a *Agent) Names() []string { return names[api.Credential](a) }
+
+// AWSNames returns the configured AWS profile names in order.
+func (a *Agent) AWSNames() []string { return names[api.AWSCredential](a) }
+
+func names[T any](a *Agent) []string {
+	out := []string{}
+	for _, e := range a.order {
+		if s, ok := e.(*slot[T]); ok {
+			out = append(out, s.name)
+		}
 	}
-	return names
+	return out
 }
 
 // Get returns the credential called name, refreshed first if less than the margin is
@@ -343,126 +350,32 @@ func (a *Agent) Names() []string {
 // FetchWait. After a failed INIT in fail mode it returns only when ctx ends, with
 // [ErrNotReady].
 func (a *Agent) Get(ctx context.Context, name string, refresh bool) (Credential, error) {
-	e := a.entries[name]
-	if e == nil {
+	s, ok := a.entries[name].(*slot[api.Credential])
+	if !ok {
 		return Credential{}, fmt.Errorf("%w: %q", ErrUnknown, name)
 	}
-	c, err := read(ctx, a, name, &e.slot, refresh,
-		func(ctx context.Context, force bool) (*brokerclient.Credential, error) {
-			return a.refresh(ctx, e, force, time.Time{})
-		},
-		func(cur *brokerclient.Credential) bool { return a.due(e, cur, a.opts.Clock(), time.Time{}) },
-		func(cur *brokerclient.Credential, err error) bool {
-			if !a.opts.Clock().Before(cur.ExpiresAt) {
-				return false
-			}
-			a.opts.Logger.Warn("refresh failed; serving the cached credential until it expires",
-				"name", name, "lease_id", cur.LeaseID, "expires_at", cur.ExpiresAt, "error", err.Error())
-			return true
-		})
+	c, err := s.read(ctx, refresh)
 	if err != nil {
 		return Credential{}, err
 	}
 	return Credential{Name: name, Credential: *c}, nil
 }
 
-// read is the common core of Get and GetAWS for the value of s called name: it waits
-// for INIT (or holds the read after a failed INIT in fail mode), fetches a missing value
-// (at most FetchWait), and refreshes one that is due or when refresh is true. fetch
-// runs a refresh (force: always a new value); due reports whether cur needs one; when a
-// refresh that was not forced fails, keep reports whether cur may still be served (and
-// says so in the log).
-func read[T any](ctx context.Context, a *Agent, name string, s *slot[T], refresh bool,
-	fetch func(ctx context.Context, force bool) (*T, error), due func(cur *T) bool,
-	keep func(cur *T, err error) bool) (*T, error) {
-	if a.failed.Load() {
-		return nil, a.hold(ctx, name, s.err())
+// GetAWS returns the AWS session called name, first replaced by a new one if less than
+// its margin ([config.AWSMargin], at least 5 minutes) is left or if refresh is true.
+// It waits for INIT, fetches a missing session and holds reads after a failed INIT in
+// fail mode as [Agent.Get] does. When the broker cannot be reached it serves the cached
+// session until its Expiration.
+func (a *Agent) GetAWS(ctx context.Context, name string, refresh bool) (AWSCredential, error) {
+	s, ok := a.entries[name].(*slot[api.AWSCredential])
+	if !ok {
+		return AWSCredential{}, fmt.Errorf("%w: %q", ErrUnknown, name)
 	}
-	if a.isClosed() {
-		return nil, ErrClosed
-	}
-	if err := a.waitFirst(ctx, s.first, name); err != nil {
-		return nil, err
-	}
-	if a.failed.Load() {
-		return nil, a.hold(ctx, name, s.err())
-	}
-	cur := s.current()
-	if cur == nil {
-		a.kick()
-		c, err := fetchMissing(ctx, a.opts.FetchWait, func(ctx context.Context) (*T, error) {
-			return fetch(ctx, false)
-		})
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrNotReady, err)
-		}
-		return c, nil
-	}
-	if !refresh && !due(cur) {
-		return cur, nil
-	}
-	c, err := fetch(ctx, refresh)
+	c, err := s.read(ctx, refresh)
 	if err != nil {
-		if !refresh && !errors.Is(err, ErrClosed) && keep(cur, err) {
-			return cur, nil
-		}
-		return nil, err
+		return AWSCredential{}, err
 	}
-	return c, nil
-}
-
-// waitFirst waits until the first fetch of name has ended, while ctx lasts and at most
-// InitTimeout — unless INIT has started meanwhile: its fetch is bounded by InitTimeout
-// itself, and a read that gave up before it ends would answer for it.
-func (a *Agent) waitFirst(ctx context.Context, first <-chan struct{}, name string) error {
-	select {
-	case <-first:
-		return nil
-	default:
-	}
-	t := time.NewTimer(a.opts.InitTimeout)
-	defer t.Stop()
-	select {
-	case <-first:
-		return nil
-	case <-t.C:
-		if !a.started.Load() {
-			return fmt.Errorf("%w: %q: INIT has not fetched it", ErrNotReady, name)
-		}
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %q: %w", ErrNotReady, name, ctx.Err())
-	}
-	select {
-	case <-first:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %q: %w", ErrNotReady, name, ctx.Err())
-	}
-}
-
-// hold answers a read after a failed INIT in fail mode: it returns ErrNotReady only when
-// ctx ends. The extension reports the failure and the sandbox goes away; an earlier
-// answer would let the function fail INIT first, with an error of its own.
-func (a *Agent) hold(ctx context.Context, name string, initErr error) error {
-	<-ctx.Done()
-	if initErr != nil {
-		return fmt.Errorf("%w: %q: INIT failed: %w (%w)", ErrNotReady, name, initErr, ctx.Err())
-	}
-	return fmt.Errorf("%w: %q: INIT failed (%w)", ErrNotReady, name, ctx.Err())
-}
-
-// fetchMissing runs fetch (a flight shared with the background retry and other callers)
-// for a caller that found no credential, bounded by wait and ctx. A flight that failed
-// for a retryable reason while time is left — it may have been started before a freeze,
-// or by a caller with a shorter deadline — is tried once more.
-func fetchMissing[T any](ctx context.Context, wait time.Duration, fetch func(context.Context) (T, error)) (T, error) {
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	v, err := fetch(ctx)
-	if err != nil && ctx.Err() == nil && errors.Is(err, ErrUnavailable) {
-		v, err = fetch(ctx)
-	}
-	return v, err
+	return AWSCredential{Name: name, AWSCredential: *c}, nil
 }
 
 // OnInvoke checks every credential and AWS session at the start of an invocation that
@@ -483,32 +396,17 @@ func (a *Agent) OnInvoke(ctx context.Context, deadline time.Time) error {
 		wait = min(wait, deadline.Sub(now)-invokeSlack)
 	}
 	fetch := a.started.Load() && !a.failed.Load() && wait > 0
-	errs := make([]error, len(a.order)+len(a.awsOrder))
+	errs := make([]error, len(a.order))
 	var wg sync.WaitGroup
-	for i, e := range a.awsOrder {
-		cur := e.current()
-		switch {
-		case cur == nil && fetch:
-			wg.Go(func() {
-				_, errs[len(a.order)+i] = fetchMissing(ctx, wait, func(ctx context.Context) (*brokerclient.AWSCredential, error) {
-					return a.refreshAWS(ctx, e, false, deadline)
-				})
-			})
-		case cur != nil && a.awsDue(e, cur, now, deadline):
-			wg.Go(func() { _, errs[len(a.order)+i] = a.refreshAWS(ctx, e, false, deadline) })
-		}
-	}
 	for i, e := range a.order {
-		cur := e.current()
+		present, due := e.check(now, deadline)
 		switch {
-		case cur == nil && fetch:
+		case !present && fetch:
 			wg.Go(func() {
-				_, errs[i] = fetchMissing(ctx, wait, func(ctx context.Context) (*brokerclient.Credential, error) {
-					return a.refresh(ctx, e, false, deadline)
-				})
+				errs[i] = fetchMissing(ctx, wait, func(ctx context.Context) error { return e.refreshAny(ctx, false, deadline) })
 			})
-		case cur != nil && a.due(e, cur, now, deadline):
-			wg.Go(func() { _, errs[i] = a.refresh(ctx, e, false, deadline) })
+		case present && due:
+			wg.Go(func() { errs[i] = e.refreshAny(ctx, false, deadline) })
 		}
 	}
 	wg.Wait()
@@ -527,7 +425,6 @@ func (a *Agent) RevokeAll(ctx context.Context) error {
 	a.retired = nil
 	a.mu.Unlock()
 	a.cancel()
-	a.forgetAWS()
 
 	now := a.opts.Clock()
 	var ids []string
@@ -536,21 +433,25 @@ func (a *Agent) RevokeAll(ctx context.Context) error {
 			ids = append(ids, r.id)
 		}
 	}
+	forgotten := 0
 	for _, e := range a.order {
-		e.mu.Lock()
-		if e.cred != nil && now.Before(e.cred.ExpiresAt) {
-			ids = append(ids, e.cred.LeaseID)
+		id, held := e.take(now)
+		switch {
+		case id != "":
+			ids = append(ids, id)
+		case held:
+			forgotten++
 		}
-		e.cred = nil
-		e.mu.Unlock()
+	}
+	if forgotten > 0 {
+		a.opts.Logger.Info("AWS sessions forgotten; STS cannot revoke them, they end at their expiration", "sessions", forgotten)
 	}
 	errs := make([]error, len(ids))
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		wg.Go(func() {
 			err := a.broker.Revoke(ctx, id)
-			switch brokerclient.CodeOf(err) {
-			case "not_found", "lease_expired", "lease_revoked":
+			if errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrLeaseExpired) || errors.Is(err, api.ErrLeaseRevoked) {
 				err = nil
 			}
 			if err != nil {
@@ -569,222 +470,4 @@ func (a *Agent) isClosed() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.closed
-}
-
-// margin is the refresh margin of e's leases.
-func (a *Agent) margin(e *entry) time.Duration {
-	return config.Margin(a.opts.RefreshMargin, e.leaseTTL())
-}
-
-// due reports whether cur needs a refresh at now: less than the margin left, or (with a
-// deadline) expiring before deadline when a refresh would extend it by more than the
-// margin.
-func (a *Agent) due(e *entry, cur *brokerclient.Credential, now, deadline time.Time) bool {
-	m := a.margin(e)
-	if cur.ExpiresAt.Sub(now) < m {
-		return true
-	}
-	return !deadline.IsZero() && cur.ExpiresAt.Before(deadline) && now.Add(e.leaseTTL()).After(cur.ExpiresAt.Add(m))
-}
-
-// renewable reports whether renewing cur is worth it: the lease is live and renewable,
-// and its max_expires_at is at least twice the margin away (and, with a deadline beyond
-// max_expires_at, not sooner than a new credential would last).
-func (a *Agent) renewable(e *entry, cur *brokerclient.Credential, now, deadline time.Time) bool {
-	if !cur.Renewable || !now.Before(cur.ExpiresAt) || cur.MaxExpiresAt.Sub(now) < 2*a.margin(e) {
-		return false
-	}
-	return deadline.IsZero() || !cur.MaxExpiresAt.Before(deadline) || !now.Add(e.leaseTTL()).After(cur.MaxExpiresAt)
-}
-
-// refresh renews or replaces e's credential in a flight shared with concurrent callers
-// (a forced refresh has its own flight, which always issues); see [doFlight].
-func (a *Agent) refresh(ctx context.Context, e *entry, force bool, deadline time.Time) (*brokerclient.Credential, error) {
-	key := e.spec.Name
-	if force {
-		key += "\x00new"
-	}
-	return doFlight(ctx, a, key, e.spec.Name, func(fctx context.Context) (*brokerclient.Credential, error) {
-		c, err := a.renewOrIssue(fctx, e, force, deadline)
-		e.setErr(err)
-		return c, err
-	})
-}
-
-// doFlight runs fetch in the flight key, shared with concurrent callers. The flight runs
-// under the agent's lifetime, bounded by RefreshTimeout and by the deadline of the caller
-// that started it; each caller waits while its ctx lasts. Errors name the credential: a
-// retryable one (or the caller's ctx ending) wraps ErrUnavailable.
-func doFlight[T any](ctx context.Context, a *Agent, key, name string, fetch func(context.Context) (T, error)) (T, error) {
-	var zero T
-	ch := a.sf.DoChan(key, func() (any, error) {
-		if a.isClosed() {
-			return nil, ErrClosed
-		}
-		// The flight outlives a caller that goes away, but not its deadline: INIT's
-		// bound then stops the broker client's retries in time to report why.
-		timeout := a.opts.RefreshTimeout
-		if dl, ok := ctx.Deadline(); ok {
-			timeout = min(timeout, time.Until(dl))
-		}
-		fctx, cancel := context.WithTimeout(a.ctx, timeout)
-		defer cancel()
-		v, err := fetch(fctx)
-		return v, err
-	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			if brokerclient.Retryable(r.Err) {
-				return zero, fmt.Errorf("%w: %q: %w", ErrUnavailable, name, r.Err)
-			}
-			return zero, fmt.Errorf("agent: %q: %w", name, r.Err)
-		}
-		return r.Val.(T), nil
-	case <-ctx.Done():
-		return zero, fmt.Errorf("%w: %q: %w", ErrUnavailable, name, ctx.Err())
-	}
-}
-
-func (a *Agent) renewOrIssue(ctx context.Context, e *entry, force bool, deadline time.Time) (*brokerclient.Credential, error) {
-	cur := e.current()
-	now := a.opts.Clock()
-	if !force && cur != nil && !a.due(e, cur, now, deadline) {
-		return cur, nil // a flight that just ended refreshed it
-	}
-	log := a.opts.Logger.With("name", e.spec.Name)
-	if !force && cur != nil && a.renewable(e, cur, now, deadline) {
-		l, err := a.broker.Renew(ctx, cur.LeaseID, e.spec.TTL)
-		switch {
-		case err == nil:
-			renewed := *cur
-			renewed.ExpiresAt = l.ExpiresAt
-			if !l.MaxExpiresAt.IsZero() {
-				renewed.MaxExpiresAt = l.MaxExpiresAt
-			}
-			renewed.Renewable = renewed.ExpiresAt.Before(renewed.MaxExpiresAt)
-			if err := a.store(e, &renewed, false); err != nil {
-				return nil, err
-			}
-			log.Info("lease renewed", "lease_id", renewed.LeaseID, "username", renewed.Username, "expires_at", renewed.ExpiresAt)
-			if !a.due(e, &renewed, a.opts.Clock(), deadline) {
-				return &renewed, nil
-			}
-			cur = &renewed
-			log.Info("renewal capped by max_expires_at; issuing a new credential", "lease_id", renewed.LeaseID)
-		case brokerclient.Retryable(err) || ctx.Err() != nil:
-			return nil, err
-		default:
-			log.Info("renewal refused; issuing a new credential", "lease_id", cur.LeaseID,
-				"code", brokerclient.CodeOf(err), "status", brokerclient.StatusOf(err))
-		}
-	}
-	c, err := a.broker.Issue(ctx, e.spec.Database, e.spec.Role, e.spec.TTL)
-	if err != nil {
-		log.Warn("issue failed", "database", e.spec.Database, "role", e.spec.Role, "error", err.Error())
-		return nil, err
-	}
-	if err := a.store(e, c, true); err != nil {
-		// Shut down meanwhile: the lease is not kept; give it back.
-		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = a.broker.Revoke(rctx, c.LeaseID)
-		cancel()
-		return nil, err
-	}
-	log.Info("credential issued", "lease_id", c.LeaseID, "username", c.Username, "expires_at", c.ExpiresAt,
-		"max_expires_at", c.MaxExpiresAt)
-	return c, nil
-}
-
-// store caches c as e's credential. An issued credential replaces the current one, whose
-// lease is kept for RevokeAll; a renewal applies only to the lease it renewed.
-func (a *Agent) store(e *entry, c *brokerclient.Credential, issued bool) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed {
-		return ErrClosed
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !issued {
-		if e.cred != nil && e.cred.LeaseID == c.LeaseID {
-			e.cred = c
-		}
-		return nil
-	}
-	if old := e.cred; old != nil && old.LeaseID != c.LeaseID {
-		now := a.opts.Clock()
-		kept := a.retired[:0]
-		for _, r := range a.retired {
-			if now.Before(r.expires) {
-				kept = append(kept, r)
-			}
-		}
-		a.retired = append(kept, retiredLease{id: old.LeaseID, expires: old.ExpiresAt})
-	}
-	e.cred = c
-	if e.spec.TTL == 0 {
-		e.ttl = c.ExpiresAt.Sub(c.IssuedAt)
-	}
-	return nil
-}
-
-// kick wakes the lazy-mode retry loop, if it waits.
-func (a *Agent) kick() {
-	select {
-	case a.wake <- struct{}{}:
-	default:
-	}
-}
-
-// retryLoop fetches missing credentials and AWS sessions with backoff until all are cached or the agent
-// shuts down. A kick (a read, an INVOKE) retries early, but never twice within RetryBase.
-func (a *Agent) retryLoop() {
-	failures := 0
-	last := time.Now()
-	wait := a.opts.RetryBase
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	for {
-		select {
-		case <-a.ctx.Done():
-			return
-		case <-a.wake:
-			since := time.Since(last)
-			if since < a.opts.RetryBase {
-				t.Reset(a.opts.RetryBase - since)
-				continue
-			}
-		case <-t.C:
-		}
-		last = time.Now()
-		missing := 0
-		for _, e := range a.order {
-			if e.has() {
-				continue
-			}
-			if _, err := a.refresh(a.ctx, e, false, time.Time{}); err != nil {
-				missing++
-			}
-		}
-		for _, e := range a.awsOrder {
-			if e.has() {
-				continue
-			}
-			if _, err := a.refreshAWS(a.ctx, e, false, time.Time{}); err != nil {
-				missing++
-			}
-		}
-		if missing == 0 || a.ctx.Err() != nil {
-			if missing == 0 {
-				a.opts.Logger.Info("all credentials ready after a failed INIT")
-			}
-			return
-		}
-		failures++
-		wait = a.opts.RetryBase << min(failures, 20)
-		wait = min(wait, a.opts.RetryMax)
-		wait = wait/2 + rand.N(wait/2+1)
-		t.Reset(wait)
-	}
 }

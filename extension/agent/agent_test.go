@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/extension/agent"
 	"github.com/ephemera-sh/ephemera/extension/brokerclient"
 	"github.com/ephemera-sh/ephemera/extension/config"
@@ -330,7 +331,7 @@ func TestBrokerDownServesCachedUntilExpiry(t *testing.T) {
 	}
 	f.at(15*time.Minute + time.Second)
 	_, err := a.Get(context.Background(), "orders", false)
-	if !errors.Is(err, agent.ErrUnavailable) || brokerclient.CodeOf(err) != "database_unavailable" {
+	if !errors.Is(err, agent.ErrUnavailable) || api.CodeOf(err) != "database_unavailable" {
 		t.Fatalf("after expiry: %v", err)
 	}
 	// A forced refresh fails rather than serve the old credential.
@@ -349,14 +350,14 @@ func TestBrokerRefusalIsNotUnavailable(t *testing.T) {
 	a := f.agent(t, agent.Options{})
 	f.b.FailNext(1, 403, "access_denied")
 	err := a.Start(context.Background())
-	if errors.Is(err, agent.ErrUnavailable) || brokerclient.CodeOf(err) != "access_denied" {
+	if errors.Is(err, agent.ErrUnavailable) || api.CodeOf(err) != "access_denied" {
 		t.Fatalf("Start: %v", err)
 	}
 	// Fail mode: the read is held until its context ends, then names the refusal.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_, err = a.Get(ctx, "orders", false)
-	if !errors.Is(err, agent.ErrNotReady) || brokerclient.CodeOf(err) != "access_denied" || !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, agent.ErrNotReady) || api.CodeOf(err) != "access_denied" || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Get: %v", err)
 	}
 }
@@ -573,7 +574,7 @@ func TestFailModeHoldsReads(t *testing.T) {
 	}
 	cancel()
 	r := <-waiting
-	if !errors.Is(r.err, agent.ErrNotReady) || !errors.Is(r.err, context.Canceled) || brokerclient.CodeOf(r.err) != "database_unavailable" {
+	if !errors.Is(r.err, agent.ErrNotReady) || !errors.Is(r.err, context.Canceled) || api.CodeOf(r.err) != "database_unavailable" {
 		t.Fatalf("the held read: %v", r.err)
 	}
 	if r.at.Before(failedAt) {
@@ -630,7 +631,7 @@ func TestLazyReadFetchesMissingCredential(t *testing.T) {
 	before := f.b.Count("issue")
 	// Still down: a bounded attempt, then ErrNotReady naming the broker's error.
 	_, err := a.Get(context.Background(), "orders", false)
-	if !errors.Is(err, agent.ErrNotReady) || brokerclient.CodeOf(err) != "database_unavailable" {
+	if !errors.Is(err, agent.ErrNotReady) || api.CodeOf(err) != "database_unavailable" {
 		t.Fatalf("Get while down: %v", err)
 	}
 	if f.b.Count("issue") == before {

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/extension/agent"
-	"github.com/ephemera-sh/ephemera/extension/brokerclient"
 	"github.com/ephemera-sh/ephemera/extension/config"
 	"github.com/ephemera-sh/ephemera/extension/internal/brokertest"
 )
@@ -267,13 +267,13 @@ func TestAWSRefusal(t *testing.T) {
 	a := f.awsAgent(t, agent.Options{})
 	f.b.FailNext(1, 403, "access_denied")
 	err := a.Start(context.Background())
-	if errors.Is(err, agent.ErrUnavailable) || brokerclient.CodeOf(err) != "access_denied" || !strings.Contains(err.Error(), `"reports"`) {
+	if errors.Is(err, agent.ErrUnavailable) || api.CodeOf(err) != "access_denied" || !strings.Contains(err.Error(), `"reports"`) {
 		t.Fatalf("Start: %v", err)
 	}
 	// Fail mode: the read is held until its context ends, then names the refusal.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := a.GetAWS(ctx, "reports", false); !errors.Is(err, agent.ErrNotReady) || brokerclient.CodeOf(err) != "access_denied" ||
+	if _, err := a.GetAWS(ctx, "reports", false); !errors.Is(err, agent.ErrNotReady) || api.CodeOf(err) != "access_denied" ||
 		!errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("GetAWS: %v", err)
 	}
@@ -392,11 +392,11 @@ func TestNewRejectsAWS(t *testing.T) {
 // dbOnly is a Broker without AssumeAWS.
 type dbOnly struct{}
 
-func (dbOnly) Issue(context.Context, string, string, time.Duration) (*brokerclient.Credential, error) {
+func (dbOnly) Issue(context.Context, string, string, time.Duration) (*api.Credential, error) {
 	return nil, errors.New("no")
 }
 
-func (dbOnly) Renew(context.Context, string, time.Duration) (*brokerclient.Lease, error) {
+func (dbOnly) Renew(context.Context, string, time.Duration) (*api.Renewal, error) {
 	return nil, errors.New("no")
 }
 func (dbOnly) Revoke(context.Context, string) error { return errors.New("no") }

@@ -6,23 +6,23 @@ import (
 	"log"
 	"time"
 
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/extension/agent"
-	"github.com/ephemera-sh/ephemera/extension/brokerclient"
 	"github.com/ephemera-sh/ephemera/extension/config"
 )
 
 // memBroker is a fixed agent.Broker; in the extension it is a *brokerclient.Client.
 type memBroker struct{ now func() time.Time }
 
-func (m memBroker) Issue(_ context.Context, database, role string, ttl time.Duration) (*brokerclient.Credential, error) {
+func (m memBroker) Issue(_ context.Context, database, role string, ttl time.Duration) (*api.Credential, error) {
 	now := m.now()
-	return &brokerclient.Credential{LeaseID: "lease-1", Database: database, Role: role, Username: "eph_" + role + "_1",
+	return &api.Credential{LeaseID: "lease-1", Database: database, Role: role, Username: "eph_" + role + "_1",
 		Password: "example", Host: "localhost", Port: 5432, DBName: database, IssuedAt: now,
 		ExpiresAt: now.Add(ttl), MaxExpiresAt: now.Add(time.Hour), Renewable: true}, nil
 }
 
-func (m memBroker) Renew(_ context.Context, id string, ttl time.Duration) (*brokerclient.Lease, error) {
-	return &brokerclient.Lease{LeaseID: id, ExpiresAt: m.now().Add(ttl), MaxExpiresAt: m.now().Add(time.Hour)}, nil
+func (m memBroker) Renew(_ context.Context, id string, ttl time.Duration) (*api.Renewal, error) {
+	return &api.Renewal{LeaseID: id, ExpiresAt: m.now().Add(ttl), MaxExpiresAt: m.now().Add(time.Hour)}, nil
 }
 
 func (memBroker) Revoke(context.Context, string) error { return nil }

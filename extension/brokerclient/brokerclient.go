@@ -1,4 +1,5 @@
-// Package brokerclient is the extension's client of the broker HTTP API (DESIGN §4).
+// Package brokerclient is the extension's client of the broker's HTTP API. Its requests
+// and answers are the types of package broker/api, the broker's own definition of them.
 //
 // Every call proves the caller's identity afresh: it signs a new single-use STS
 // GetCallerIdentity proof with [attest.Sign] for the broker's audience, puts it in the
@@ -17,15 +18,30 @@
 //
 // # Errors and retries
 //
-// An answer other than success is an [*Error] carrying the broker's code and HTTP status.
-// Calls retry by themselves, with exponential backoff and jitter, while [Retryable] says
-// so (network failures and 5xx answers; never 4xx), at most [Config.MaxAttempts] times
-// and never past the context's deadline. Each attempt carries a fresh proof, since the
-// broker accepts a proof only once.
+// An answer other than success is an [*Error] carrying the HTTP status; when the answer
+// is the broker's error document it unwraps to the broker's [*api.Error], so callers
+// classify with errors.Is(err, api.ErrLeaseRevoked) or api.CodeOf(err). Calls retry by
+// themselves, with exponential backoff and jitter that honours Retry-After, while
+// [Retryable] says so (network failures and 5xx answers; never 3xx or 4xx), at most
+// [Config.MaxAttempts] times and never past the context's deadline. Each attempt carries
+// a fresh proof, since the broker accepts a proof only once.
 //
-// Errors never contain a password, a proof, a signature or a session token, and
-// [Credential] prints its password as "[redacted]", [AWSCredential] its secret access key
-// and session token.
+// Errors never contain a password, a proof, a signature or a session token.
+//
+// # Only the configured broker
+//
+// The client talks to its base URL and nowhere else: it follows no redirect (a 3xx
+// answer is a failure that is not retried, and nothing is sent to its Location — a
+// redirect would otherwise carry a fresh identity proof to a host nobody configured),
+// and the base URL must be https unless its host is a loopback address (127.0.0.0/8, ::1
+// or localhost), where a local broker listens.
+//
+// # Strict answers
+//
+// Every answer is decoded with [api.UnmarshalAnswer]: a duplicate key, a key that
+// differs from a field only in case, a NUL character or invalid UTF-8 makes the call
+// fail (the credential in it is never used), because a proxy between the two may have
+// read the answer another way. Fields a newer broker adds are ignored.
 package brokerclient
 
 import (
@@ -47,7 +63,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/broker/attest"
+	"github.com/ephemera-sh/ephemera/extension/config"
 )
 
 // Defaults of [Config].
@@ -66,7 +84,8 @@ const maxAnswer = 1 << 20
 
 // Config configures a [Client]. BaseURL, Audience, Region and Credentials are required.
 type Config struct {
-	// BaseURL is the broker API's base URL (EPHEMERA_BROKER_URL); paths are appended.
+	// BaseURL is the broker API's base URL (EPHEMERA_BROKER_URL); paths are appended. It
+	// must be https unless its host is a loopback address.
 	BaseURL string
 	// Audience is the broker's audience, put in every proof (EPHEMERA_AUDIENCE).
 	Audience string
@@ -77,12 +96,14 @@ type Config struct {
 	// Credentials are the execution role's credentials; they sign proofs and requests.
 	Credentials aws.CredentialsProvider
 	// HTTPClient sends requests. Default: a client with the default transport and no
-	// timeout of its own (AttemptTimeout and the context bound every attempt).
+	// timeout of its own (AttemptTimeout and the context bound every attempt). Whatever
+	// the client, the Client uses a copy of it that follows no redirect.
 	HTTPClient *http.Client
 	// MaxAttempts bounds the attempts of one call. Default DefaultMaxAttempts.
 	MaxAttempts int
 	// BaseDelay and MaxDelay shape the backoff: before attempt n+1 the client waits a
-	// random time between half and all of min(MaxDelay, BaseDelay·2^(n-1)).
+	// random time between half and all of min(MaxDelay, BaseDelay·2^(n-1)), or as long
+	// as the answer's Retry-After asks if that is longer, but never more than MaxDelay.
 	// Defaults DefaultBaseDelay and DefaultMaxDelay.
 	BaseDelay, MaxDelay time.Duration
 	// AttemptTimeout bounds one attempt. Default DefaultAttemptTimeout.
@@ -107,6 +128,8 @@ func New(cfg Config) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(cfg.BaseURL, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("base URL %q is not an http(s) URL", cfg.BaseURL))
+	} else if u.Scheme != "https" && !config.IsLoopback(u.Hostname()) {
+		errs = append(errs, fmt.Errorf("%w: %q", ErrInsecureURL, cfg.BaseURL))
 	}
 	if cfg.Audience == "" {
 		errs = append(errs, errors.New("audience is empty"))
@@ -123,9 +146,14 @@ func New(cfg Config) (*Client, error) {
 	if cfg.STSRegion == "" {
 		cfg.STSRegion = cfg.Region
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{}
+	hc := http.Client{}
+	if cfg.HTTPClient != nil {
+		hc = *cfg.HTTPClient
 	}
+	// Never follow a redirect: the request carries a fresh identity proof, which must go
+	// to the configured broker only. The 3xx answer itself becomes an *Error.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cfg.HTTPClient = &hc
 	if cfg.MaxAttempts < 1 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
@@ -147,123 +175,12 @@ func New(cfg Config) (*Client, error) {
 	return &Client{cfg: cfg, base: u, signer: v4.NewSigner(), sleep: sleepCtx}, nil
 }
 
-// Credential is the broker's answer to an issue request (DESIGN §4). Its String,
-// GoString and LogValue methods hide the password.
-type Credential struct {
-	LeaseID      string    `json:"lease_id"`
-	Database     string    `json:"database"`
-	Role         string    `json:"role"`
-	Username     string    `json:"username"`
-	Password     string    `json:"password"`
-	Host         string    `json:"host"`
-	Port         int       `json:"port"`
-	DBName       string    `json:"dbname"`
-	SSLMode      string    `json:"sslmode"`
-	IssuedAt     time.Time `json:"issued_at"`
-	ExpiresAt    time.Time `json:"expires_at"`
-	MaxExpiresAt time.Time `json:"max_expires_at"`
-	Renewable    bool      `json:"renewable"`
-}
-
-// String describes the credential without its password.
-func (c Credential) String() string {
-	return fmt.Sprintf("{lease %s %s/%s user %s password [redacted] %s:%d/%s sslmode %s expires %s max %s}",
-		c.LeaseID, c.Database, c.Role, c.Username, c.Host, c.Port, c.DBName, c.SSLMode,
-		c.ExpiresAt.Format(time.RFC3339), c.MaxExpiresAt.Format(time.RFC3339))
-}
-
-// GoString is String, so that %#v hides the password too.
-func (c Credential) GoString() string { return "brokerclient.Credential" + c.String() }
-
-// LogValue logs the credential without its password.
-func (c Credential) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("lease_id", c.LeaseID), slog.String("database", c.Database), slog.String("role", c.Role),
-		slog.String("username", c.Username), slog.Time("expires_at", c.ExpiresAt), slog.Time("max_expires_at", c.MaxExpiresAt))
-}
-
-// Lease is the broker's answer to a renewal.
-type Lease struct {
-	LeaseID      string    `json:"lease_id"`
-	ExpiresAt    time.Time `json:"expires_at"`
-	MaxExpiresAt time.Time `json:"max_expires_at"`
-}
-
-// Error is an answer of the broker (or of API Gateway in front of it) other than success.
-type Error struct {
-	// Status is the HTTP status.
-	Status int
-	// Code is the broker's error code (DESIGN §4), or "" when the answer was not a broker
-	// error document (for example API Gateway refusing the SigV4 signature).
-	Code string
-	// Message is the broker's message, which never holds a secret.
-	Message string
-	// RequestID is the broker's X-Request-Id, for finding its log line and audit record.
-	RequestID string
-}
-
-func (e *Error) Error() string {
-	s := fmt.Sprintf("broker answered %d", e.Status)
-	if e.Code != "" {
-		s += " " + e.Code
-	}
-	if e.Message != "" {
-		s += ": " + e.Message
-	}
-	if e.RequestID != "" {
-		s += " (request " + e.RequestID + ")"
-	}
-	return s
-}
-
-// CodeOf returns the broker error code in err's chain, or "".
-func CodeOf(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return ""
-}
-
-// StatusOf returns the broker's HTTP status in err's chain, or 0.
-func StatusOf(err error) int {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Status
-	}
-	return 0
-}
-
-// Retryable reports whether trying again may succeed: the broker answered 5xx, or it was
-// not reached or did not answer in time. A 4xx answer, a cancelled context and a local
-// failure (signing, encoding) are not retryable.
-func Retryable(err error) bool {
-	if err == nil {
-		return false
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Status >= 500
-	}
-	if errors.Is(err, context.Canceled) {
-		return false
-	}
-	var te *transportError
-	return errors.As(err, &te) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// transportError marks a failure to get an answer at all.
-type transportError struct{ err error }
-
-func (e *transportError) Error() string { return e.err.Error() }
-func (e *transportError) Unwrap() error { return e.err }
-
 // Issue asks for a new credential for database/role with lease duration ttl (0: the
 // role's default_ttl).
-func (c *Client) Issue(ctx context.Context, database, role string, ttl time.Duration) (*Credential, error) {
-	var cred Credential
-	err := c.call(ctx, "/v1/credentials", func(p *attest.Proof) any {
-		return issueRequest{Identity: p, Database: database, Role: role, TTLSeconds: seconds(ttl)}
+func (c *Client) Issue(ctx context.Context, database, role string, ttl time.Duration) (*api.Credential, error) {
+	var cred api.Credential
+	err := c.call(ctx, api.PathCredentials, func(p *api.Proof) any {
+		return api.IssueRequest{Identity: p, Database: database, Role: role, TTLSeconds: seconds(ttl)}
 	}, &cred)
 	if err == nil && (cred.LeaseID == "" || cred.Username == "" || cred.ExpiresAt.IsZero()) {
 		err = errors.New("the answer lacks lease_id, username or expires_at")
@@ -276,10 +193,10 @@ func (c *Client) Issue(ctx context.Context, database, role string, ttl time.Dura
 
 // Renew extends the lease by ttl (0: the role's default_ttl), never past its
 // max_expires_at, and returns the new expiry. The username and password stay the same.
-func (c *Client) Renew(ctx context.Context, leaseID string, ttl time.Duration) (*Lease, error) {
-	var l Lease
-	err := c.leaseCall(ctx, leaseID, "renew", func(p *attest.Proof) any {
-		return renewRequest{Identity: p, TTLSeconds: seconds(ttl)}
+func (c *Client) Renew(ctx context.Context, leaseID string, ttl time.Duration) (*api.Renewal, error) {
+	var l api.Renewal
+	err := c.leaseCall(ctx, leaseID, api.RenewPath, func(p *api.Proof) any {
+		return api.RenewRequest{Identity: p, TTLSeconds: seconds(ttl)}
 	}, &l)
 	if err == nil && l.ExpiresAt.IsZero() {
 		err = errors.New("the answer lacks expires_at")
@@ -293,51 +210,21 @@ func (c *Client) Renew(ctx context.Context, leaseID string, ttl time.Duration) (
 // Revoke ends the lease now; the broker drops the role and ends its sessions. Revoking a
 // revoked lease succeeds.
 func (c *Client) Revoke(ctx context.Context, leaseID string) error {
-	var ans struct {
-		LeaseID   string    `json:"lease_id"`
-		RevokedAt time.Time `json:"revoked_at"`
-	}
-	err := c.leaseCall(ctx, leaseID, "revoke", func(p *attest.Proof) any { return revokeRequest{Identity: p} }, &ans)
+	var ans api.Revocation
+	err := c.leaseCall(ctx, leaseID, api.RevokePath, func(p *api.Proof) any { return api.RevokeRequest{Identity: p} }, &ans)
 	if err != nil {
 		return fmt.Errorf("brokerclient: revoke %s: %w", leaseID, err)
 	}
 	return nil
 }
 
-// AWSCredential is the broker's answer to POST /v1/aws-credentials: a temporary STS session
-// of an AWS profile. Its String, GoString and LogValue methods hide the secret access key
-// and the session token. LeaseID only names the session in the broker's audit: an STS
-// session cannot be renewed or revoked.
-type AWSCredential struct {
-	LeaseID         string    `json:"lease_id"`
-	AccessKeyID     string    `json:"access_key_id"`
-	SecretAccessKey string    `json:"secret_access_key"`
-	SessionToken    string    `json:"session_token"`
-	Expiration      time.Time `json:"expiration"`
-}
-
-// String describes the session without its secret access key and session token.
-func (c AWSCredential) String() string {
-	return fmt.Sprintf("{lease %s access key %s secret [redacted] token [redacted] expires %s}",
-		c.LeaseID, c.AccessKeyID, c.Expiration.Format(time.RFC3339))
-}
-
-// GoString is String, so that %#v hides the secrets too.
-func (c AWSCredential) GoString() string { return "brokerclient.AWSCredential" + c.String() }
-
-// LogValue logs the session without its secret access key and session token.
-func (c AWSCredential) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("lease_id", c.LeaseID), slog.String("access_key_id", c.AccessKeyID),
-		slog.Time("expiration", c.Expiration))
-}
-
 // AssumeAWS asks for a new STS session of the broker's AWS profile, lasting ttl (0: the
 // profile's default_ttl; STS accepts 15 minutes to 12 hours). Like every call it carries a
 // fresh proof and retries by the same rules.
-func (c *Client) AssumeAWS(ctx context.Context, profile string, ttl time.Duration) (*AWSCredential, error) {
-	var cred AWSCredential
-	err := c.call(ctx, "/v1/aws-credentials", func(p *attest.Proof) any {
-		return awsRequest{Identity: p, Profile: profile, TTLSeconds: seconds(ttl)}
+func (c *Client) AssumeAWS(ctx context.Context, profile string, ttl time.Duration) (*api.AWSCredential, error) {
+	var cred api.AWSCredential
+	err := c.call(ctx, api.PathAWSCredentials, func(p *api.Proof) any {
+		return api.AWSCredentialsRequest{Identity: p, Profile: profile, TTLSeconds: seconds(ttl)}
 	}, &cred)
 	if err == nil && (cred.AccessKeyID == "" || cred.SecretAccessKey == "" || cred.SessionToken == "" || cred.Expiration.IsZero()) {
 		err = errors.New("the answer lacks access_key_id, secret_access_key, session_token or expiration")
@@ -348,56 +235,38 @@ func (c *Client) AssumeAWS(ctx context.Context, profile string, ttl time.Duratio
 	return &cred, nil
 }
 
-type awsRequest struct {
-	Identity   *attest.Proof `json:"identity"`
-	Profile    string        `json:"profile"`
-	TTLSeconds int64         `json:"ttl_seconds,omitempty"`
-}
-
-type issueRequest struct {
-	Identity   *attest.Proof `json:"identity"`
-	Database   string        `json:"database"`
-	Role       string        `json:"role"`
-	TTLSeconds int64         `json:"ttl_seconds,omitempty"`
-}
-
-type renewRequest struct {
-	Identity   *attest.Proof `json:"identity"`
-	TTLSeconds int64         `json:"ttl_seconds,omitempty"`
-}
-
-type revokeRequest struct {
-	Identity *attest.Proof `json:"identity"`
-}
-
-func seconds(d time.Duration) int64 {
+// seconds is ttl in whole seconds, rounded up; nil (omitted: the broker's default) for 0.
+func seconds(d time.Duration) *int64 {
 	if d <= 0 {
-		return 0
+		return nil
 	}
-	return int64((d + time.Second - 1) / time.Second)
+	n := int64((d + time.Second - 1) / time.Second)
+	return &n
 }
 
-func (c *Client) leaseCall(ctx context.Context, leaseID, action string, body func(*attest.Proof) any, dst any) error {
+func (c *Client) leaseCall(ctx context.Context, leaseID string, path func(string) string, body func(*api.Proof) any, dst any) error {
 	if leaseID == "" || strings.ContainsAny(leaseID, "/?#") {
 		return fmt.Errorf("lease id %q is not valid", leaseID)
 	}
-	return c.call(ctx, "/v1/leases/"+url.PathEscape(leaseID)+"/"+action, body, dst)
+	return c.call(ctx, path(url.PathEscape(leaseID)), body, dst)
 }
 
 // call POSTs body(fresh proof) to path until it succeeds, fails for good, runs out of
 // attempts or would outlive ctx, and decodes a success into dst.
-func (c *Client) call(ctx context.Context, path string, body func(*attest.Proof) any, dst any) error {
+func (c *Client) call(ctx context.Context, path string, body func(*api.Proof) any, dst any) error {
 	for attempt := 1; ; attempt++ {
 		err := c.attempt(ctx, path, body, dst)
 		if err == nil || !Retryable(err) || attempt >= c.cfg.MaxAttempts || ctx.Err() != nil {
 			return err
 		}
-		delay := c.backoff(attempt)
+		// Retry-After lengthens the wait, up to MaxDelay: the caller's budget (INIT's
+		// 5 s by default) matters more than a broker's wish to be left alone longer.
+		delay := max(c.backoff(attempt), min(retryAfter(err), c.cfg.MaxDelay))
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= delay {
 			return err // waiting would outlive the caller's deadline
 		}
 		c.cfg.Logger.Warn("broker call failed; retrying", "path", path, "attempt", attempt,
-			"status", StatusOf(err), "code", CodeOf(err), "delay_ms", delay.Milliseconds(), "error", err.Error())
+			"status", StatusOf(err), "code", string(api.CodeOf(err)), "delay_ms", delay.Milliseconds(), "error", err.Error())
 		if serr := c.sleep(ctx, delay); serr != nil {
 			return err
 		}
@@ -428,7 +297,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // attempt makes one signed request.
-func (c *Client) attempt(ctx context.Context, path string, body func(*attest.Proof) any, dst any) error {
+func (c *Client) attempt(ctx context.Context, path string, body func(*api.Proof) any, dst any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
 	defer cancel()
 	creds, err := c.cfg.Credentials.Retrieve(ctx)
@@ -471,51 +340,13 @@ func (c *Client) attempt(ctx context.Context, path string, body func(*attest.Pro
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return answerError(resp, answer)
 	}
-	if err := json.Unmarshal(answer, dst); err != nil {
+	// Strict: a duplicate key, a key that differs from a field only in case, or a NUL
+	// fails the call (a proxy might have read the answer another way); fields a newer
+	// broker adds are ignored.
+	if err := api.UnmarshalAnswer(answer, dst); err != nil {
 		return fmt.Errorf("decoding the answer (status %d): %w", resp.StatusCode, err)
 	}
 	return nil
-}
-
-// redactURLError keeps a transport error's operation and cause; the URL it names is the
-// broker's, which holds no secret, but nothing else of the request is kept.
-func redactURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return &url.Error{Op: ue.Op, URL: ue.URL, Err: ue.Err}
-	}
-	return err
-}
-
-// answerError builds the *Error of a failed answer.
-func answerError(resp *http.Response, body []byte) *Error {
-	e := &Error{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
-	var doc struct {
-		Error *struct {
-			Code      string `json:"code"`
-			Message   string `json:"message"`
-			RequestID string `json:"request_id"`
-		} `json:"error"`
-		Message string `json:"message"` // API Gateway's own answers
-	}
-	if json.Unmarshal(body, &doc) == nil {
-		switch {
-		case doc.Error != nil:
-			e.Code, e.Message = doc.Error.Code, doc.Error.Message
-			if e.RequestID == "" {
-				e.RequestID = doc.Error.RequestID
-			}
-		case doc.Message != "":
-			e.Message = doc.Message
-		}
-	}
-	if e.Message == "" {
-		e.Message = http.StatusText(resp.StatusCode)
-	}
-	if len(e.Message) > 300 {
-		e.Message = e.Message[:300] + "…"
-	}
-	return e
 }
 
 type traceKey struct{}

@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
+
+	"github.com/ephemera-sh/ephemera/extension/localapi"
 )
 
 const (
@@ -36,7 +38,7 @@ func (c *Client) AWSCredentialsProvider(name string) (*aws.CredentialsCache, err
 	if name == "" {
 		return nil, errors.New("client: empty AWS profile name")
 	}
-	p := endpointcreds.New(c.baseURL+"/v1/aws/"+url.PathEscape(name), func(o *endpointcreds.Options) {
+	p := endpointcreds.New(c.baseURL+localapi.PathAWS+url.PathEscape(name), func(o *endpointcreds.Options) {
 		o.AuthorizationToken = c.token
 		o.HTTPClient = c.hc
 	})

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ephemera-sh/ephemera/broker/api"
+	"github.com/ephemera-sh/ephemera/extension/localapi"
 )
 
 const (
@@ -23,11 +25,11 @@ const (
 	// the X-Ephemera-Token header: the sandbox's AWS session token.
 	EnvToken = "AWS_SESSION_TOKEN"
 	// DefaultPort is the extension's local port when EPHEMERA_PORT is unset.
-	DefaultPort = 2772
+	DefaultPort = localapi.DefaultPort
 	// DefaultTimeout bounds one request of the default HTTP client.
 	DefaultTimeout = 30 * time.Second
 
-	tokenHeader  = "X-Ephemera-Token"
+	tokenHeader  = localapi.HeaderToken
 	maxBodyBytes = 1 << 20
 )
 
@@ -52,8 +54,8 @@ type settings struct {
 	baseURL string
 }
 
-// WithPort sets the extension's local port. Default: EPHEMERA_PORT, or 2772
-// when it is unset.
+// WithPort sets the extension's local port. Default: EPHEMERA_PORT, or
+// DefaultPort (7411) when it is unset.
 func WithPort(port int) Option { return func(s *settings) { s.port = &port } }
 
 // WithToken sets the token sent in X-Ephemera-Token. Default: the value of
@@ -144,7 +146,7 @@ func (c *Client) get(ctx context.Context, name string, refresh bool) (*Credentia
 	if name == "" {
 		return nil, errors.New("client: empty credential name")
 	}
-	u := c.baseURL + "/v1/credentials/" + url.PathEscape(name)
+	u := c.baseURL + localapi.PathCredentials + url.PathEscape(name)
 	if refresh {
 		u += "?refresh=true"
 	}
@@ -171,12 +173,13 @@ func (c *Client) get(ctx context.Context, name string, refresh bool) (*Credentia
 	if resp.StatusCode != http.StatusOK {
 		return nil, errorResponse(name, resp.StatusCode, body)
 	}
-	var w wireCredential
-	if err := json.Unmarshal(body, &w); err != nil {
-		// Not %w: a decoding error may quote part of the body.
+	var w localapi.Credential
+	if err := api.UnmarshalAnswer(body, &w); err != nil {
+		// Not %w: a decoding error may quote part of the body. Strict decoding: a
+		// duplicate key, a case variant of a field or a NUL is no credential either.
 		return nil, fmt.Errorf("client: credential %q: response is not a credential object", name)
 	}
-	cred, err := w.credential()
+	cred, err := fromWire(w)
 	if err != nil {
 		return nil, fmt.Errorf("client: credential %q: %w", name, err)
 	}
@@ -186,16 +189,13 @@ func (c *Client) get(ctx context.Context, name string, refresh bool) (*Credentia
 	return cred, nil
 }
 
-// errorResponse decodes {"error":{"code","message"}}; a body of another
-// shape still gives an *Error with the status.
+// errorResponse decodes {"error":{"code","message"}} (strictly); a body of
+// another shape still gives an *Error with the status.
 func errorResponse(name string, status int, body []byte) error {
-	var e struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
+	var e localapi.ErrorDocument
+	if api.UnmarshalAnswer(body, &e) != nil {
+		e = localapi.ErrorDocument{}
 	}
-	_ = json.Unmarshal(body, &e) // best effort
 	return &Error{Name: name, StatusCode: status, Code: cleanMessage(e.Error.Code), Message: cleanMessage(e.Error.Message)}
 }
 

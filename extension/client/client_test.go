@@ -12,7 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/ephemera-sh/ephemera/extension/localapi"
 )
 
 const testToken = "session-token-never-print"
@@ -67,7 +68,16 @@ func (f *fakeExtension) serve(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusMisdirectedRequest, "wrong_host", "host refused")
 		return
 	case name == "broken":
-		fail(http.StatusInternalServerError, "internal", "boom\n\x00")
+		fail(http.StatusInternalServerError, "internal", "boom\n\t")
+		return
+	case name == "nul":
+		fail(http.StatusInternalServerError, "internal", "boom\x00")
+		return
+	case name == "duplicate":
+		w.Write([]byte(`{"name":"duplicate","username":"u","password":"p","username":"v","expires_at":"2026-11-17T03:15:00Z"}`))
+		return
+	case name == "case":
+		w.Write([]byte(`{"name":"case","Username":"u","password":"p","expires_at":"2026-11-17T03:15:00Z"}`))
 		return
 	case name == "garbage":
 		w.Write([]byte(`{"username": "u", "password": "` + secret + `"`)) // truncated JSON
@@ -88,10 +98,9 @@ func (f *fakeExtension) serve(w http.ResponseWriter, r *http.Request) {
 		f.creds[name] = c
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(wireCredential{
+	json.NewEncoder(w).Encode(localapi.Credential{
 		Name: name, Username: c.Username, Password: c.Password, Host: c.Host, Port: c.Port,
-		DBName: c.DBName, SSLMode: c.SSLMode, DSN: c.DSN, LeaseID: c.LeaseID,
-		ExpiresAt: c.ExpiresAt.Format(time.RFC3339),
+		DBName: c.DBName, SSLMode: c.SSLMode, DSN: c.DSN, LeaseID: c.LeaseID, ExpiresAt: c.ExpiresAt,
 	})
 }
 
@@ -176,6 +185,12 @@ func TestClientErrors(t *testing.T) {
 			`client: credential "broken": 500 Internal Server Error: internal: boom`},
 		{"malformed body", good, "garbage", nil,
 			`client: credential "garbage": response is not a credential object`},
+		{"duplicate key", good, "duplicate", nil,
+			`client: credential "duplicate": response is not a credential object`},
+		{"case variant of a key", good, "case", nil,
+			`client: credential "case": response is not a credential object`},
+		{"NUL in an error document", good, "nul", nil,
+			`client: credential "nul": 500 Internal Server Error`},
 		{"empty name", good, "", nil, "client: empty credential name"},
 		{"bad port", New(WithPort(70000), WithToken(testToken)), "orders", nil,
 			"client: invalid port (set EPHEMERA_PORT to 1-65535, or use WithPort)"},
@@ -245,7 +260,7 @@ func TestClientNeverFollowsRedirects(t *testing.T) {
 func TestNewFromEnvironment(t *testing.T) {
 	t.Setenv(EnvToken, testToken)
 	t.Setenv(EnvPort, "")
-	if c := New(); c.baseURL != "http://127.0.0.1:2772" || c.token != testToken || c.err != nil {
+	if c := New(); c.baseURL != "http://127.0.0.1:7411" || c.token != testToken || c.err != nil {
 		t.Errorf("defaults: %s %v", c.baseURL, c.err)
 	}
 	t.Setenv(EnvPort, "9001")

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/ephemera-sh/ephemera/extension/localapi"
 )
 
 // redacted replaces a secret wherever a Credential is printed.
@@ -80,10 +82,9 @@ func (c Credential) LogValue() slog.Value {
 // leaks nothing. (A Credential therefore does not survive a JSON round
 // trip; that is deliberate.)
 func (c Credential) MarshalJSON() ([]byte, error) {
-	return json.Marshal(wireCredential{
+	return json.Marshal(localapi.Credential{
 		Name: c.Name, Username: c.Username, Password: mask(c.Password), Host: c.Host, Port: c.Port,
-		DBName: c.DBName, SSLMode: c.SSLMode, DSN: mask(c.DSN), LeaseID: c.LeaseID,
-		ExpiresAt: c.ExpiresAt.Format(time.RFC3339Nano),
+		DBName: c.DBName, SSLMode: c.SSLMode, DSN: mask(c.DSN), LeaseID: c.LeaseID, ExpiresAt: c.ExpiresAt,
 	})
 }
 
@@ -94,22 +95,9 @@ func mask(secret string) string {
 	return redacted
 }
 
-// wireCredential is the extension's JSON form of a credential.
-type wireCredential struct {
-	Name      string `json:"name"`
-	Username  string `json:"username"`
-	Password  string `json:"password"`
-	Host      string `json:"host"`
-	Port      int    `json:"port"`
-	DBName    string `json:"dbname"`
-	SSLMode   string `json:"sslmode"`
-	DSN       string `json:"dsn"`
-	LeaseID   string `json:"lease_id"`
-	ExpiresAt string `json:"expires_at"`
-}
-
-// credential validates w and converts it. Its errors never quote a value.
-func (w wireCredential) credential() (*Credential, error) {
+// fromWire validates the extension's answer and converts it. Its errors never
+// quote a value.
+func fromWire(w localapi.Credential) (*Credential, error) {
 	var missing []string
 	if w.Username == "" {
 		missing = append(missing, "username")
@@ -117,19 +105,15 @@ func (w wireCredential) credential() (*Credential, error) {
 	if w.Password == "" && w.DSN == "" {
 		missing = append(missing, "password")
 	}
-	if w.ExpiresAt == "" {
+	if w.ExpiresAt.IsZero() {
 		missing = append(missing, "expires_at")
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("missing %s", strings.Join(missing, ", "))
 	}
-	exp, err := time.Parse(time.RFC3339, w.ExpiresAt)
-	if err != nil {
-		return nil, fmt.Errorf("expires_at is not an RFC 3339 time")
-	}
 	return &Credential{
 		Name: w.Name, Username: w.Username, Password: w.Password, Host: w.Host, Port: w.Port,
-		DBName: w.DBName, SSLMode: w.SSLMode, DSN: w.DSN, LeaseID: w.LeaseID, ExpiresAt: exp,
+		DBName: w.DBName, SSLMode: w.SSLMode, DSN: w.DSN, LeaseID: w.LeaseID, ExpiresAt: w.ExpiresAt,
 	}, nil
 }
 

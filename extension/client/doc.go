@@ -73,7 +73,7 @@
 //
 // Code that cannot use this package (another language, an unmodified SDK) gets the same
 // with the SDK's container credentials provider: set
-// AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:2772/v1/aws/reports and
+// AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:7411/v1/aws/reports and
 // AWS_CONTAINER_AUTHORIZATION_TOKEN to the value of AWS_SESSION_TOKEN, and unset
 // AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN in the process before the
 // SDK loads its configuration (the SDKs' default chains prefer those static variables,
@@ -82,7 +82,7 @@
 // # Configure the client
 //
 // New needs no options inside Lambda. It reads two variables once:
-// EPHEMERA_PORT, the extension's port (default 2772, or WithPort), and
+// EPHEMERA_PORT, the extension's port (default 7411, or WithPort), and
 // AWS_SESSION_TOKEN, which the extension expects as proof that the caller
 // runs in the same sandbox (or WithToken). WithHTTPClient replaces the HTTP
 // client (default: 30 s timeout, no proxy); redirects are never followed, so
@@ -97,6 +97,11 @@
 // ErrNotFound (404: no credential of that name), ErrMisdirected (421). An
 // *Error carries the status and the extension's error code. No error text
 // ever contains a password, a DSN or the token.
+//
+// The extension's answers are decoded strictly (the wire documents are those of
+// package extension/localapi, which the extension writes): an answer with a
+// duplicate key, a key that differs from a field only in case, or a NUL
+// character is not a credential, and the call fails.
 //
 // # Test code that uses credentials
 //

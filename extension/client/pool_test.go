@@ -428,9 +428,11 @@ func TestPoolQueriesAcrossRotations(t *testing.T) {
 	}
 	src := &testSource{cur: roles[0].credential("lease-0", clk.now().Add(ttl))}
 	// The test jumps the clock while connects are in flight (a Lambda thaw
-	// jumps it with none): every pooled connection and one being made can
-	// be due at once, so leave pgxpool more acquire attempts than workers.
-	pool := newPoolSized(t, src, 2*workers, withClock(clk.now))
+	// jumps it with none): every pooled connection and every one being made
+	// (up to one per worker, each with the credential of before the jump) can
+	// be due at once. pgxpool tries MaxConns+1 connections per Acquire, so
+	// leave it room for all of them: the pool holds at most about 2*workers.
+	pool := newPoolSized(t, src, 4*workers, withClock(clk.now))
 
 	var (
 		epoch     atomic.Int64 // the rotation in force

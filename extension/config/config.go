@@ -2,8 +2,9 @@
 //
 // Every variable the extension reads, and its default:
 //
-//	EPHEMERA_BROKER_URL       required; the broker API's base URL, http or https, no query
-//	                          or fragment (a path such as an API Gateway stage is kept)
+//	EPHEMERA_BROKER_URL       required; the broker API's base URL: https (plain http only to a
+//	                          loopback address: 127.0.0.0/8, ::1, localhost), no user info,
+//	                          query or fragment (a path such as an API Gateway stage is kept)
 //	EPHEMERA_AUDIENCE         required; must equal the broker's audience
 //	EPHEMERA_CREDENTIALS      name=database/role[:ttl],... for example
 //	                          "orders=orders/readonly:15m,audit=orders/auditor". Names match
@@ -15,7 +16,7 @@
 //	                          and 12h (the STS limits; omitted: the profile's default_ttl).
 //	                          At least one of EPHEMERA_CREDENTIALS and EPHEMERA_AWS_PROFILES is
 //	                          required, and names are unique across both lists
-//	EPHEMERA_PORT             local API port on 127.0.0.1, default 2772
+//	EPHEMERA_PORT             local API port on 127.0.0.1, default 7411 (see "The port" below)
 //	EPHEMERA_INIT_TIMEOUT     bound on the INIT fetch, default 5s
 //	EPHEMERA_ON_INIT_FAILURE  "fail" (default: report /init/error) or "lazy" (serve 503, keep trying)
 //	EPHEMERA_STS_REGION       region of the STS host the proof names, default AWS_REGION
@@ -27,6 +28,27 @@
 //	AWS_REGION                required; SigV4 region of the broker API (service execute-api)
 //	AWS_LAMBDA_FUNCTION_NAME  optional; only for log lines
 //
+// # The port
+//
+// Every extension of a function shares the sandbox's network namespace, so two that
+// listen on the same port cannot run together. The default, 7411, is used by none of the
+// common Lambda extensions, whose ports are:
+//
+//	2772        AWS AppConfig agent
+//	2773        AWS Parameters and Secrets Lambda Extension
+//	2000        AWS X-Ray daemon (UDP)
+//	4243        Telemetry API listeners of the AWS samples (and extensions built from them)
+//	4317, 4318  OpenTelemetry collector (ADOT and others): OTLP gRPC and HTTP
+//	8080        AWS Lambda Web Adapter (the application's port)
+//	8124-8126   Datadog extension (its API, DogStatsD, the trace agent)
+//	8200        Elastic APM extension
+//	9001        the Lambda Runtime API itself (AWS_LAMBDA_RUNTIME_API)
+//
+// Extensions that receive logs and traces through the Lambda Telemetry or Logs API (New
+// Relic, Dynatrace, Sumo Logic, Honeycomb, Lumigo, ...) listen on a port of their own
+// choosing: when you attach one, check that it is not 7411, or set EPHEMERA_PORT (and the
+// same value for the function, which reads it too).
+//
 // [Parse] reports every bad variable at once (errors.Join), one error each, and each error
 // names its variable. No error ever repeats the value of a secret variable.
 package config
@@ -34,6 +56,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -41,6 +64,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ephemera-sh/ephemera/extension/localapi"
 )
 
 // Names of the variables Parse reads.
@@ -63,7 +88,7 @@ const (
 
 // Defaults.
 const (
-	DefaultPort        = 2772
+	DefaultPort        = localapi.DefaultPort
 	DefaultInitTimeout = 5 * time.Second
 	// MinMargin and MaxMargin clamp the default refresh margin (20% of a lease's TTL).
 	MinMargin = 5 * time.Second
@@ -260,9 +285,11 @@ func parseBrokerURL(v string) (*url.URL, error) {
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, fmt.Errorf("%q must start with http:// or https://", v)
+		return nil, fmt.Errorf("%q must start with https:// (or http:// to a loopback address)", v)
 	case u.Host == "" || u.Hostname() == "":
 		return nil, fmt.Errorf("%q has no host", v)
+	case u.Scheme == "http" && !IsLoopback(u.Hostname()):
+		return nil, fmt.Errorf("%q must be https (plain http only to a loopback address: 127.0.0.0/8, ::1, localhost)", v)
 	case u.User != nil:
 		return nil, errors.New("must not contain user info")
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
@@ -271,6 +298,17 @@ func parseBrokerURL(v string) (*url.URL, error) {
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""
 	return u, nil
+}
+
+// IsLoopback reports whether host (a URL's Hostname, without brackets or port) names a
+// loopback address: an IPv4 address in 127.0.0.0/8, ::1, or "localhost" (any case). Only
+// to such a host may the broker URL be plain http.
+func IsLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Zone() == "" && ip.Unmap().IsLoopback()
 }
 
 // ParseCredentials parses the value of EPHEMERA_CREDENTIALS: comma-separated

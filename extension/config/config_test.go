@@ -34,7 +34,7 @@ func TestParseDefaults(t *testing.T) {
 	if got := c.BrokerURL.String(); got != "https://abc.execute-api.eu-west-1.amazonaws.com/prod" {
 		t.Errorf("BrokerURL = %q", got)
 	}
-	if c.Port != 2772 || c.InitTimeout != 5*time.Second || c.OnInitFailure != config.FailInit {
+	if c.Port != 7411 || c.InitTimeout != 5*time.Second || c.OnInitFailure != config.FailInit {
 		t.Errorf("defaults: port %d timeout %v mode %q", c.Port, c.InitTimeout, c.OnInitFailure)
 	}
 	if c.STSRegion != "eu-west-1" || c.RefreshMargin != 0 {
@@ -79,10 +79,13 @@ func TestParseBadVariables(t *testing.T) {
 		name, variable, value, want string
 	}{
 		{"broker url missing", config.EnvBrokerURL, "", "EPHEMERA_BROKER_URL: required"},
-		{"broker url scheme", config.EnvBrokerURL, "ftp://x/", "EPHEMERA_BROKER_URL: \"ftp://x/\" must start with http:// or https://"},
+		{"broker url scheme", config.EnvBrokerURL, "ftp://x/", "EPHEMERA_BROKER_URL: \"ftp://x/\" must start with https://"},
 		{"broker url no host", config.EnvBrokerURL, "http://", "EPHEMERA_BROKER_URL: \"http://\" has no host"},
-		{"broker url query", config.EnvBrokerURL, "http://h/?a=b", "EPHEMERA_BROKER_URL: \"http://h/?a=b\" must not have a query or fragment"},
-		{"broker url user", config.EnvBrokerURL, "http://u:p@h/", "EPHEMERA_BROKER_URL: must not contain user info"},
+		{"broker url query", config.EnvBrokerURL, "https://h/?a=b", "EPHEMERA_BROKER_URL: \"https://h/?a=b\" must not have a query or fragment"},
+		{"broker url user", config.EnvBrokerURL, "https://u:p@h/", "EPHEMERA_BROKER_URL: must not contain user info"},
+		{"broker url plain http", config.EnvBrokerURL, "http://broker.example.com/", "EPHEMERA_BROKER_URL: \"http://broker.example.com/\" must be https"},
+		{"broker url plain http to a private address", config.EnvBrokerURL, "http://10.0.0.1:8080", "must be https"},
+		{"broker url plain http to a name that starts like loopback", config.EnvBrokerURL, "http://127.0.0.1.nip.io/", "must be https"},
 		{"audience missing", config.EnvAudience, "", "EPHEMERA_AUDIENCE: required"},
 		{"credentials missing", config.EnvCredentials, " ", "EPHEMERA_CREDENTIALS: required"},
 		{"credentials no equals", config.EnvCredentials, "orders", "EPHEMERA_CREDENTIALS: entry 1 (\"orders\"): want name=database/role[:ttl]"},
@@ -268,6 +271,23 @@ func TestAWSMargin(t *testing.T) {
 	for _, tt := range tests {
 		if got := config.AWSMargin(tt.fixed, tt.ttl); got != tt.want {
 			t.Errorf("AWSMargin(%v, %v) = %v, want %v", tt.fixed, tt.ttl, got, tt.want)
+		}
+	}
+}
+
+// Plain http is accepted only to a loopback address, where a local broker listens.
+func TestBrokerURLLoopbackMayBeHTTP(t *testing.T) {
+	for _, u := range []string{"http://127.0.0.1:8080", "http://127.9.9.9/", "http://[::1]:80/x", "http://LocalHost:1", "https://broker.example.com"} {
+		env := baseEnv()
+		env[config.EnvBrokerURL] = u
+		if _, err := parse(env); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+	for host, want := range map[string]bool{"127.0.0.1": true, "127.1.2.3": true, "::1": true, "localhost": true,
+		"::ffff:127.0.0.1": true, "128.0.0.1": false, "10.0.0.1": false, "localhost.example.com": false, "": false, "fe80::1": false} {
+		if got := config.IsLoopback(host); got != want {
+			t.Errorf("IsLoopback(%q) = %v", host, got)
 		}
 	}
 }

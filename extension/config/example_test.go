@@ -32,7 +32,7 @@ func ExampleParse() {
 	// Output:
 	// orders: orders/readonly ttl=15m0s
 	// reports: orders/reporting ttl=0s
-	// 2772 5s lazy eu-west-1
+	// 7411 5s lazy eu-west-1
 	// margin for a 15m lease: 3m0s
 }
 

@@ -15,6 +15,10 @@
 // If INIT cannot complete, [Client.InitError] tells Lambda why (the sandbox's INIT then
 // fails); if the extension must quit later, [Client.ExitError] does. Every call takes a
 // context and stops when it ends; every error starts with "extapi: ".
+//
+// Every answer is decoded with api.UnmarshalAnswer: fields Lambda adds later are
+// ignored, but a duplicate key, a key that differs from a known one only in case, or a
+// NUL character fails the call instead of being read one way or another.
 package extapi
 
 import (
@@ -27,6 +31,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/ephemera-sh/ephemera/broker/api"
 )
 
 // EnvRuntimeAPI names the variable that holds the API's host:port.
@@ -163,7 +169,7 @@ func (c *Client) Register(ctx context.Context, name string, events ...EventType)
 	}
 	var info RegisterResponse
 	if len(bytes.TrimSpace(data)) > 0 {
-		if err := json.Unmarshal(data, &info); err != nil {
+		if err := api.UnmarshalAnswer(data, &info); err != nil {
 			return "", fmt.Errorf("extapi: register: decoding the answer: %w", err)
 		}
 	}
@@ -192,7 +198,7 @@ func (c *Client) Next(ctx context.Context) (*Event, error) {
 		return nil, fmt.Errorf("extapi: next: %w", err)
 	}
 	var ne nextEvent
-	if err := json.Unmarshal(data, &ne); err != nil {
+	if err := api.UnmarshalAnswer(data, &ne); err != nil {
 		return nil, fmt.Errorf("extapi: next: decoding the event: %w", err)
 	}
 	switch ne.EventType {
@@ -284,7 +290,7 @@ func (c *Client) do(ctx context.Context, method, path string, headers map[string
 	if resp.StatusCode != want {
 		se := &StatusError{Status: resp.StatusCode}
 		var doc errorDoc
-		if json.Unmarshal(data, &doc) == nil {
+		if api.UnmarshalAnswer(data, &doc) == nil {
 			se.Type, se.Message = doc.ErrorType, doc.ErrorMessage
 		}
 		return nil, nil, se

@@ -146,3 +146,30 @@ func TestNew(t *testing.T) {
 		}
 	}
 }
+
+// An event that encoding/json would read one way and a stricter reader another is a failed
+// call, never an event: duplicate keys, keys that differ from a field only in case, NULs.
+// A field Lambda adds later is ignored.
+func TestNextDecodesStrictly(t *testing.T) {
+	ctx := context.Background()
+	f := extapitest.Start(t)
+	c := client(t, f)
+	if _, err := c.Register(ctx, "ephemera", extapi.Invoke, extapi.Shutdown); err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range []string{
+		`{"eventType":"INVOKE","eventType":"SHUTDOWN","deadlineMs":1}`,
+		`{"eventType":"INVOKE","EventType":"SHUTDOWN","deadlineMs":1}`,
+		`{"EVENTTYPE":"SHUTDOWN","deadlineMs":1}`,
+		`{"eventType":"INVOKE","requestId":"a\u0000b","deadlineMs":1}`,
+	} {
+		f.Queue(doc)
+		if ev, err := c.Next(ctx); err == nil || !strings.Contains(err.Error(), "decoding the event") {
+			t.Errorf("%s: event %+v, error %v", doc, ev, err)
+		}
+	}
+	f.Queue(`{"eventType":"SHUTDOWN","deadlineMs":1,"shutdownReason":"spindown","newField":{"x":1}}`)
+	if ev, err := c.Next(ctx); err != nil || ev.Type != extapi.Shutdown {
+		t.Fatalf("an added field: %+v %v", ev, err)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
 	"github.com/aws/smithy-go"
 
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/extension/agent"
 	"github.com/ephemera-sh/ephemera/extension/brokerclient"
 	"github.com/ephemera-sh/ephemera/extension/localserver"
@@ -53,7 +54,7 @@ func (s *awsSource) asked() []bool {
 }
 
 func testAWS() agent.AWSCredential {
-	return agent.AWSCredential{Name: "reports", AWSCredential: brokerclient.AWSCredential{
+	return agent.AWSCredential{Name: "reports", AWSCredential: api.AWSCredential{
 		LeaseID: "0b7e3a52-6c1d-4f0e-8a9b-3c2d1e0f9a8b", AccessKeyID: "ASIAEXAMPLEKEYID0001",
 		SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", SessionToken: "FwoGZXIvYXdzEXAMPLEsessionTOKEN/+=",
 		Expiration: time.Date(2026, 11, 22, 8, 15, 0, 0, time.FixedZone("CET", 3600)),
@@ -174,7 +175,7 @@ func TestAWSErrors(t *testing.T) {
 		{"not ready", fmt.Errorf("%w: %q", agent.ErrNotReady, "reports"), 503, "not_ready"},
 		{"closed", agent.ErrClosed, 503, "not_ready"},
 		{"unavailable", fmt.Errorf("%w: %w", agent.ErrUnavailable, errors.New("dial tcp: connection refused")), 503, "broker_unavailable"},
-		{"refused", fmt.Errorf("agent: %w", &brokerclient.Error{Status: 403, Code: "access_denied", Message: "no policy permits assume"}), 502, "broker_refused"},
+		{"refused", fmt.Errorf("agent: %w", &brokerclient.Error{Status: 403, API: &api.Error{Code: api.CodeAccessDenied, Message: "no policy permits assume"}}), 502, "broker_refused"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := start(t, &awsSource{awsErr: tc.err})

@@ -3,13 +3,13 @@ package localserver_test
 import (
 	"fmt"
 
-	"github.com/ephemera-sh/ephemera/extension/brokerclient"
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/extension/localserver"
 )
 
 // The "dsn" field quotes every value, so a password may hold any character.
 func ExampleDSN() {
-	fmt.Println(localserver.DSN(brokerclient.Credential{
+	fmt.Println(localserver.DSN(api.Credential{
 		Host: "orders.cluster-abc.eu-west-1.rds.amazonaws.com", Port: 5432, DBName: "orders",
 		Username: "eph_readonly_k3x9", Password: `it's\secret`, SSLMode: "verify-full",
 	}))

@@ -1,5 +1,6 @@
-// Package localserver is the extension's local API (DESIGN §9), through which function
-// code in the same sandbox reads its credentials.
+// Package localserver is the extension's local API, through which function code in the
+// same sandbox reads its credentials. Its wire contract (paths, headers, documents, error
+// codes) is package localapi, which extension/client reads with.
 //
 // It listens on 127.0.0.1 only and refuses any request whose Host header is not
 // 127.0.0.1:PORT or localhost:PORT (421), which defeats DNS-rebinding pages and
@@ -25,7 +26,7 @@
 // GET /v1/aws/{name} speaks the protocol of the AWS SDKs' container credentials provider,
 // so that an unmodified SDK whose environment has
 //
-//	AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:2772/v1/aws/<name>
+//	AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:7411/v1/aws/<name>
 //	AWS_CONTAINER_AUTHORIZATION_TOKEN=<the sandbox's AWS_SESSION_TOKEN>
 //
 // (and no static AWS_ACCESS_KEY_ID, which the SDKs' default chains prefer) signs its
@@ -56,16 +57,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/extension/agent"
 	"github.com/ephemera-sh/ephemera/extension/brokerclient"
+	"github.com/ephemera-sh/ephemera/extension/localapi"
 )
-
-// HeaderToken is the header that carries the caller's token.
-const HeaderToken = "X-Ephemera-Token"
-
-// HeaderAuthorization is the header in which the AWS SDKs' container credentials provider
-// sends AWS_CONTAINER_AUTHORIZATION_TOKEN, verbatim (no scheme).
-const HeaderAuthorization = "Authorization"
 
 // Source is what the server serves; *agent.Agent implements it.
 type Source interface {
@@ -104,29 +100,6 @@ type Server struct {
 	ln    net.Listener
 	srv   *http.Server
 	port  int
-}
-
-// Response is the body of a successful credential read.
-type Response struct {
-	Name      string    `json:"name"`
-	Username  string    `json:"username"`
-	Password  string    `json:"password"`
-	Host      string    `json:"host"`
-	Port      int       `json:"port"`
-	DBName    string    `json:"dbname"`
-	SSLMode   string    `json:"sslmode"`
-	DSN       string    `json:"dsn"`
-	LeaseID   string    `json:"lease_id"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
-// AWSResponse is the body of a successful AWS session read: the document of the AWS SDKs'
-// container credentials provider. Expiration is RFC 3339 in UTC, whole seconds.
-type AWSResponse struct {
-	AccessKeyID     string `json:"AccessKeyId"`
-	SecretAccessKey string `json:"SecretAccessKey"`
-	Token           string `json:"Token"`
-	Expiration      string `json:"Expiration"`
 }
 
 // Listen binds 127.0.0.1:Port and returns a server that is not serving yet; call Serve.
@@ -198,11 +171,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Handler is the API's handler (it checks Host against the server's port).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/credentials/{name}", s.handleCredential)
-	mux.HandleFunc("/v1/aws/{name}", s.handleAWS)
-	mux.HandleFunc("/v1/health", s.handleHealth)
+	mux.HandleFunc(localapi.PathCredentials+"{name}", s.handleCredential)
+	mux.HandleFunc(localapi.PathAWS+"{name}", s.handleAWS)
+	mux.HandleFunc(localapi.PathHealth, s.handleHealth)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+		writeError(w, http.StatusNotFound, localapi.CodeNotFound, "no such endpoint")
 	})
 	return s.guard(mux)
 }
@@ -215,16 +188,16 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		rw.Header().Set("Cache-Control", "no-store")
 		rw.Header().Set("X-Content-Type-Options", "nosniff")
 		writeError := writeError
-		if strings.HasPrefix(r.URL.Path, "/v1/aws/") {
+		if strings.HasPrefix(r.URL.Path, localapi.PathAWS) {
 			writeError = writeAWSError
 		}
 		switch {
 		case !s.hostAllowed(r.Host):
-			writeError(rw, http.StatusMisdirectedRequest, "misdirected_request",
+			writeError(rw, http.StatusMisdirectedRequest, localapi.CodeMisdirected,
 				fmt.Sprintf("this API answers only to 127.0.0.1:%d or localhost:%d", s.port, s.port))
 		case r.Method != http.MethodGet && r.Method != http.MethodHead:
 			rw.Header().Set("Allow", "GET")
-			writeError(rw, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
+			writeError(rw, http.StatusMethodNotAllowed, localapi.CodeMethodNotAllowed, "use GET")
 		default:
 			next.ServeHTTP(rw, r)
 		}
@@ -242,13 +215,13 @@ func (s *Server) hostAllowed(host string) bool {
 }
 
 func (s *Server) tokenOK(r *http.Request) bool {
-	return s.tokenIn(r.Header, HeaderToken) == 1
+	return s.tokenIn(r.Header, localapi.HeaderToken) == 1
 }
 
 // awsTokenOK accepts the token in Authorization (as the AWS SDKs send it) or in
 // X-Ephemera-Token: at least one of them present, and every one present right.
 func (s *Server) awsTokenOK(r *http.Request) bool {
-	auth, tok := s.tokenIn(r.Header, HeaderAuthorization), s.tokenIn(r.Header, HeaderToken)
+	auth, tok := s.tokenIn(r.Header, localapi.HeaderAuthorization), s.tokenIn(r.Header, localapi.HeaderToken)
 	return auth >= 0 && tok >= 0 && (auth == 1 || tok == 1)
 }
 
@@ -270,7 +243,7 @@ func (s *Server) tokenIn(h http.Header, name string) int {
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]bool{"ready": s.cfg.Source.Ready()})
+	writeJSON(w, http.StatusOK, localapi.Health{Ready: s.cfg.Source.Ready()})
 }
 
 // refreshParam parses ?refresh=.
@@ -284,13 +257,13 @@ func refreshParam(r *http.Request) (bool, error) {
 
 func (s *Server) handleCredential(w http.ResponseWriter, r *http.Request) {
 	if !s.tokenOK(r) {
-		writeError(w, http.StatusUnauthorized, "unauthorized", "the "+HeaderToken+" header is missing or wrong")
+		writeError(w, http.StatusUnauthorized, localapi.CodeUnauthorized, "the "+localapi.HeaderToken+" header is missing or wrong")
 		return
 	}
 	name := r.PathValue("name")
 	refresh, err := refreshParam(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", "refresh must be true or false")
+		writeError(w, http.StatusBadRequest, localapi.CodeInvalidRequest, "refresh must be true or false")
 		return
 	}
 	c, err := s.cfg.Source.Get(r.Context(), name, refresh)
@@ -300,7 +273,7 @@ func (s *Server) handleCredential(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, code, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, Response{
+	writeJSON(w, http.StatusOK, localapi.Credential{
 		Name: c.Name, Username: c.Username, Password: c.Password, Host: c.Host, Port: c.Port,
 		DBName: c.DBName, SSLMode: c.SSLMode, DSN: DSN(c.Credential), LeaseID: c.LeaseID, ExpiresAt: c.ExpiresAt.UTC(),
 	})
@@ -308,19 +281,19 @@ func (s *Server) handleCredential(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleAWS(w http.ResponseWriter, r *http.Request) {
 	if !s.awsTokenOK(r) {
-		writeAWSError(w, http.StatusUnauthorized, "unauthorized",
-			"the "+HeaderAuthorization+" (or "+HeaderToken+") header is missing or wrong")
+		writeAWSError(w, http.StatusUnauthorized, localapi.CodeUnauthorized,
+			"the "+localapi.HeaderAuthorization+" (or "+localapi.HeaderToken+") header is missing or wrong")
 		return
 	}
 	name := r.PathValue("name")
 	refresh, err := refreshParam(r)
 	if err != nil {
-		writeAWSError(w, http.StatusBadRequest, "invalid_request", "refresh must be true or false")
+		writeAWSError(w, http.StatusBadRequest, localapi.CodeInvalidRequest, "refresh must be true or false")
 		return
 	}
 	src, ok := s.cfg.Source.(AWSSource)
 	if !ok {
-		writeAWSError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no AWS profile %q", name))
+		writeAWSError(w, http.StatusNotFound, localapi.CodeNotFound, fmt.Sprintf("no AWS profile %q", name))
 		return
 	}
 	c, err := src.GetAWS(r.Context(), name, refresh)
@@ -330,7 +303,7 @@ func (s *Server) handleAWS(w http.ResponseWriter, r *http.Request) {
 		writeAWSError(w, status, code, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, AWSResponse{
+	writeJSON(w, http.StatusOK, localapi.AWSCredentials{
 		AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, Token: c.SessionToken,
 		Expiration: c.Expiration.UTC().Format(time.RFC3339),
 	})
@@ -340,20 +313,20 @@ func (s *Server) handleAWS(w http.ResponseWriter, r *http.Request) {
 func classify(err error) (int, string) {
 	switch {
 	case errors.Is(err, agent.ErrUnknown):
-		return http.StatusNotFound, "not_found"
+		return http.StatusNotFound, localapi.CodeNotFound
 	case errors.Is(err, agent.ErrNotReady), errors.Is(err, agent.ErrClosed):
-		return http.StatusServiceUnavailable, "not_ready"
+		return http.StatusServiceUnavailable, localapi.CodeNotReady
 	case errors.Is(err, agent.ErrUnavailable):
-		return http.StatusServiceUnavailable, "broker_unavailable"
+		return http.StatusServiceUnavailable, localapi.CodeBrokerUnavailable
 	case brokerclient.StatusOf(err) != 0:
-		return http.StatusBadGateway, "broker_refused"
+		return http.StatusBadGateway, localapi.CodeBrokerRefused
 	}
-	return http.StatusServiceUnavailable, "broker_unavailable"
+	return http.StatusServiceUnavailable, localapi.CodeBrokerUnavailable
 }
 
 // DSN renders c as a libpq keyword/value connection string, every value single-quoted
 // with backslashes and quotes escaped.
-func DSN(c brokerclient.Credential) string {
+func DSN(c api.Credential) string {
 	var b strings.Builder
 	kv := func(k, v string) {
 		if b.Len() > 0 {
@@ -378,7 +351,7 @@ func DSN(c brokerclient.Credential) string {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	data, err := json.Marshal(v)
 	if err != nil {
-		status, data = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"encoding the answer failed"}}`)
+		status, data = http.StatusInternalServerError, []byte(`{"error":{"code":"`+localapi.CodeInternal+`","message":"encoding the answer failed"}}`)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -386,13 +359,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	writeJSON(w, status, localapi.ErrorDocument{Error: localapi.ErrorBody{Code: code, Message: msg}})
 }
 
 // writeAWSError writes an error in the shape the AWS SDKs' container credentials provider
 // decodes: {"code", "message"}.
 func writeAWSError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]string{"code": code, "message": msg})
+	writeJSON(w, status, localapi.AWSError{Code: code, Message: msg})
 }
 
 type statusWriter struct {

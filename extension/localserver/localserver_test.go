@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/extension/agent"
 	"github.com/ephemera-sh/ephemera/extension/brokerclient"
 	"github.com/ephemera-sh/ephemera/extension/config"
 	"github.com/ephemera-sh/ephemera/extension/internal/brokertest"
+	"github.com/ephemera-sh/ephemera/extension/localapi"
 	"github.com/ephemera-sh/ephemera/extension/localserver"
 )
 
@@ -48,7 +50,7 @@ func (s *staticSource) Get(_ context.Context, name string, refresh bool) (agent.
 func (s *staticSource) Ready() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.ready }
 
 func testCredential() agent.Credential {
-	return agent.Credential{Name: "orders", Credential: brokerclient.Credential{
+	return agent.Credential{Name: "orders", Credential: api.Credential{
 		LeaseID: "6f1c2b8e-3a57-4d1e-9f5a-2b7c9d0e1f23", Database: "orders", Role: "readonly",
 		Username: "eph_readonly_x1", Password: `p'w\d"`, Host: "db.internal", Port: 5432, DBName: "orders",
 		SSLMode: "require", ExpiresAt: time.Date(2026, 11, 22, 8, 15, 0, 0, time.UTC),
@@ -91,7 +93,7 @@ func fetch(s *localserver.Server, path, tok, host string) (answer, error) {
 		return answer{}, err
 	}
 	if tok != "-" {
-		req.Header.Set(localserver.HeaderToken, tok)
+		req.Header.Set(localapi.HeaderToken, tok)
 	}
 	if host != "" {
 		req.Host = host
@@ -128,12 +130,12 @@ func TestCredential(t *testing.T) {
 	if a.status != 200 {
 		t.Fatalf("status %d %s", a.status, a.raw)
 	}
-	var r localserver.Response
-	if err := json.Unmarshal([]byte(a.raw), &r); err != nil {
+	var r localapi.Credential
+	if err := api.Unmarshal([]byte(a.raw), &r); err != nil {
 		t.Fatal(err)
 	}
 	c := testCredential()
-	want := localserver.Response{
+	want := localapi.Credential{
 		Name: "orders", Username: c.Username, Password: c.Password, Host: c.Host, Port: 5432, DBName: "orders",
 		SSLMode: "require", LeaseID: c.LeaseID, ExpiresAt: c.ExpiresAt,
 		DSN: `host='db.internal' port='5432' dbname='orders' user='eph_readonly_x1' password='p\'w\\d"' sslmode='require'`,
@@ -177,8 +179,8 @@ func TestToken(t *testing.T) {
 	}
 	// Two token headers are refused.
 	req, _ := http.NewRequest(http.MethodGet, s.URL()+"/v1/credentials/orders", nil)
-	req.Header.Add(localserver.HeaderToken, token)
-	req.Header.Add(localserver.HeaderToken, token)
+	req.Header.Add(localapi.HeaderToken, token)
+	req.Header.Add(localapi.HeaderToken, token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +224,7 @@ func TestErrors(t *testing.T) {
 		{"not ready", fmt.Errorf("%w: %q", agent.ErrNotReady, "orders"), 503, "not_ready"},
 		{"closed", agent.ErrClosed, 503, "not_ready"},
 		{"unavailable", fmt.Errorf("%w: %w", agent.ErrUnavailable, errors.New("dial tcp: connection refused")), 503, "broker_unavailable"},
-		{"refused", fmt.Errorf("agent: %w", &brokerclient.Error{Status: 403, Code: "access_denied", Message: "no policy permits issue"}), 502, "broker_refused"},
+		{"refused", fmt.Errorf("agent: %w", &brokerclient.Error{Status: 403, API: &api.Error{Code: api.CodeAccessDenied, Message: "no policy permits issue"}}), 502, "broker_refused"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := start(t, &staticSource{err: tc.err})
@@ -387,7 +389,7 @@ func TestListenRejects(t *testing.T) {
 }
 
 func TestDSN(t *testing.T) {
-	got := localserver.DSN(brokerclient.Credential{Host: "h", Port: 1, DBName: "d b", Username: "u", Password: `a'b\c d`})
+	got := localserver.DSN(api.Credential{Host: "h", Port: 1, DBName: "d b", Username: "u", Password: `a'b\c d`})
 	want := `host='h' port='1' dbname='d b' user='u' password='a\'b\\c d'`
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)

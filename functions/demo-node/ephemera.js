@@ -18,7 +18,7 @@
 // SDK's default chain prefers them to AWS_CONTAINER_CREDENTIALS_FULL_URI: setting that alone
 // silently signs every call as the execution role.
 
-export const DEFAULT_PORT = 2772; // the extension's default EPHEMERA_PORT
+export const DEFAULT_PORT = 7411; // the extension's default EPHEMERA_PORT
 export const RETIRE_MARGIN_MS = 30_000; // ask the extension again when less is left on a connection
 
 export class EphemeraError extends Error {

@@ -28,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-DEFAULT_PORT = 2772  # the extension's default EPHEMERA_PORT
+DEFAULT_PORT = 7411  # the extension's default EPHEMERA_PORT
 RETIRE_MARGIN = 30.0  # seconds: ask the extension again when less is left on a connection
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
 

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ephemera-sh/ephemera/broker/api"
 )
 
 // ID is the identifier the server hands out.
@@ -42,7 +44,9 @@ func Start(tb testing.TB) *Server {
 		var body struct {
 			Events []string `json:"events"`
 		}
-		_ = json.NewDecoder(r.Body).Decode(&body)
+		if !decode(w, r, &body) {
+			return
+		}
 		s.mu.Lock()
 		s.register++
 		s.name, s.registered = r.Header.Get("Lambda-Extension-Name"), body.Events
@@ -69,9 +73,13 @@ func Start(tb testing.TB) *Server {
 	for _, p := range []string{"/init/error", "/exit/error"} {
 		mux.HandleFunc("POST /2020-01-01/extension"+p, func(w http.ResponseWriter, r *http.Request) {
 			var doc struct {
-				ErrorMessage string `json:"errorMessage"`
+				ErrorMessage string   `json:"errorMessage"`
+				ErrorType    string   `json:"errorType"`
+				StackTrace   []string `json:"stackTrace"`
 			}
-			_ = json.NewDecoder(r.Body).Decode(&doc)
+			if !decode(w, r, &doc) {
+				return
+			}
 			s.mu.Lock()
 			s.reports = append(s.reports, Report{p, r.Header.Get("Lambda-Extension-Identifier"), r.Header.Get("Lambda-Extension-Function-Error-Type"), doc.ErrorMessage})
 			s.mu.Unlock()
@@ -127,6 +135,21 @@ func (s *Server) Reports() []Report {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Report(nil), s.reports...)
+}
+
+// decode reads the request body strictly (api.Unmarshal), as Lambda would refuse what it
+// cannot read; a body it refuses is answered 400 with Lambda's error document.
+func decode(w http.ResponseWriter, r *http.Request, dst any) bool {
+	data, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err == nil {
+		err = api.Unmarshal(data, dst)
+	}
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"errorMessage":"invalid request body","errorType":"InvalidRequestPayload"}`)
+		return false
+	}
+	return true
 }
 
 func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ephemera-sh/ephemera/extension/localapi"
 	"net"
 	"strconv"
 	"strings"
@@ -94,12 +95,12 @@ func PortTaken(err error) bool {
 }
 
 // LocalPort is the extension's local API port in cfg (EPHEMERA_PORT, or the
-// extension's default 2772).
+// extension's default).
 func LocalPort(cfg lambdaemu.Config) int {
 	if p, err := strconv.Atoi(cfg.Env["EPHEMERA_PORT"]); err == nil {
 		return p
 	}
-	return 2772
+	return localapi.DefaultPort
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
