@@ -151,12 +151,14 @@ func (w *responseWriter) responseV2() events.APIGatewayV2HTTPResponse {
 
 // responseV1 converts the buffered response to a REST API (payload v1)
 // proxy answer. Every header goes to MultiValueHeaders with its values kept
-// apart, so that two Set-Cookie headers stay two; Headers is left empty
-// because API Gateway merges both maps and would otherwise see values twice.
+// apart, so that two Set-Cookie headers stay two. Headers is an empty object,
+// not null: API Gateway merges both maps (so nothing is repeated there), and
+// some validators of the proxy answer, emulators among them, want the key.
 func (w *responseWriter) responseV1() events.APIGatewayProxyResponse {
 	body := w.finish()
 	res := events.APIGatewayProxyResponse{
 		StatusCode:        w.status,
+		Headers:           map[string]string{},
 		MultiValueHeaders: make(map[string][]string, len(w.header)),
 	}
 	for k, vs := range w.header {

@@ -332,7 +332,7 @@ func TestResponsesV1(t *testing.T) {
 			}
 			eq(t, "status", res.StatusCode, tt.status)
 			eq(t, "multiValueHeaders", res.MultiValueHeaders, tt.headers)
-			eq(t, "headers (all in multiValueHeaders)", res.Headers, map[string]string(nil))
+			eq(t, "headers (all in multiValueHeaders)", res.Headers, map[string]string{})
 			eq(t, "isBase64Encoded", res.IsBase64Encoded, tt.decodedBody != nil)
 			if tt.decodedBody != nil {
 				got, err := base64.StdEncoding.DecodeString(res.Body)
