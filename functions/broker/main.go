@@ -15,6 +15,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -28,6 +29,9 @@ import (
 
 func main() {
 	log := logging.New(os.Stderr)
+	// apigw logs refused events and recovered panics through slog's default
+	// logger: make those records JSON with the Lambda request id, like ours.
+	slog.SetDefault(log)
 	if err := trace.Configure(); err != nil { // X-Ray daemon from AWS_XRAY_DAEMON_ADDRESS; off with EPHEMERA_TRACING=off
 		log.Warn("tracing disabled", "err", err)
 	}

@@ -30,9 +30,9 @@ func HandlerV1(h http.Handler) func(ctx context.Context, req events.APIGatewayPr
 // *http.Request bound to ctx, shaped like Request's:
 //
 //   - the method is e.HTTPMethod;
-//   - the path is e.Path, the path the client asked for, percent-encoding
-//     kept. RequestContext.Path is never used: it starts with the stage name
-//     ("/prod/v1/health"), which the broker's routes do not know;
+//   - the path is e.Path, the path the client asked for (a REST API keeps
+//     its percent-encoding). RequestContext.Path is never used: it starts
+//     with the stage name ("/prod/v1/health"), which routes do not know;
 //   - the query is rebuilt from MultiValueQueryStringParameters, or
 //     QueryStringParameters when that is empty. API Gateway hands over decoded
 //     values, so they are escaped again; keys come out sorted and a key's
