@@ -4,19 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
 	"runtime/debug"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambdacontext"
@@ -69,19 +65,26 @@ func Handler(h http.Handler) func(ctx context.Context, req events.APIGatewayV2HT
 	}
 	return func(ctx context.Context, e events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
 		r, err := Request(ctx, e)
-		if err != nil {
-			reason := "invalid request"
-			if re, ok := errors.AsType[*RequestError](err); ok {
-				reason = re.Reason
-			}
-			return errorResponse(http.StatusBadRequest, CodeInvalidRequest, reason, requestID(ctx)), nil
-		}
-		w := newResponseWriter(r.Method)
-		if panicked := serve(h, w, r); panicked {
-			return errorResponse(http.StatusInternalServerError, CodeInternal, "internal error", requestID(ctx)), nil
-		}
-		return w.response(), nil
+		return exchange(ctx, h, r, err).responseV2(), nil
 	}
+}
+
+// exchange serves one converted request and returns the buffered answer: h's
+// own, or a JSON error document when the event was invalid (convErr != nil)
+// or h panicked. Both payload formats share it, so they answer alike.
+func exchange(ctx context.Context, h http.Handler, r *http.Request, convErr error) *responseWriter {
+	if convErr != nil {
+		reason := "invalid request"
+		if re, ok := errors.AsType[*RequestError](convErr); ok {
+			reason = re.Reason
+		}
+		return errorAnswer(http.StatusBadRequest, CodeInvalidRequest, reason, requestID(ctx))
+	}
+	w := newResponseWriter(r.Method)
+	if panicked := serve(h, w, r); panicked {
+		return errorAnswer(http.StatusInternalServerError, CodeInternal, "internal error", requestID(ctx))
+	}
+	return w
 }
 
 // serve runs h and reports whether it panicked; the panic is logged.
@@ -119,54 +122,12 @@ func serve(h http.Handler, w http.ResponseWriter, r *http.Request) (panicked boo
 //
 // Errors are of type *RequestError.
 func Request(ctx context.Context, e events.APIGatewayV2HTTPRequest) (*http.Request, error) {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	method := e.RequestContext.HTTP.Method
-	if !validMethod(method) {
-		return nil, &RequestError{Reason: "invalid method"}
-	}
-
 	path := e.RawPath
 	if path == "" {
 		path = e.RequestContext.HTTP.Path
 	}
-	if path == "" {
-		path = "/"
-	}
-	if path[0] != '/' || strings.ContainsAny(path, "?#") {
-		return nil, &RequestError{Reason: "invalid path"}
-	}
-	requestURI := path
-	if e.RawQueryString != "" {
-		if strings.Contains(e.RawQueryString, "#") {
-			return nil, &RequestError{Reason: "invalid query string"}
-		}
-		requestURI += "?" + e.RawQueryString
-	}
-	u, err := url.ParseRequestURI(requestURI)
-	if err != nil {
-		return nil, &RequestError{Reason: "invalid path", Err: err}
-	}
-
-	var body []byte
-	if e.IsBase64Encoded {
-		body, err = base64.StdEncoding.DecodeString(e.Body)
-		if err != nil {
-			return nil, &RequestError{Reason: "invalid base64 body", Err: err}
-		}
-	} else {
-		body = []byte(e.Body)
-	}
-
 	header := make(http.Header, len(e.Headers)+1)
-	// Sort keys so that keys differing only in case merge deterministically.
-	keys := make([]string, 0, len(e.Headers))
-	for k := range e.Headers {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range sortedKeys(e.Headers) {
 		ck := http.CanonicalHeaderKey(k)
 		header[ck] = append(header[ck], e.Headers[k])
 	}
@@ -178,14 +139,81 @@ func Request(ctx context.Context, e events.APIGatewayV2HTTPRequest) (*http.Reque
 		header["Cookie"] = []string{cookie}
 	}
 
+	return newRequest(ctx, requestParts{
+		method:     e.RequestContext.HTTP.Method,
+		path:       path,
+		rawQuery:   e.RawQueryString,
+		header:     header,
+		domainName: e.RequestContext.DomainName,
+		body:       e.Body,
+		isBase64:   e.IsBase64Encoded,
+		sourceIP:   e.RequestContext.HTTP.SourceIP,
+	})
+}
+
+// requestParts is what both payload formats carry once their differences
+// (where the path, query, headers and source IP live) are resolved.
+type requestParts struct {
+	method     string
+	path       string      // escaped path as the client sent it; "" means "/"
+	rawQuery   string      // escaped query without '?'; must not contain '#'
+	header     http.Header // canonical keys, Host still included
+	domainName string      // r.Host when no Host header was received
+	body       string
+	isBase64   bool
+	sourceIP   string
+}
+
+// newRequest applies the checks shared by both payload formats, in this
+// order: the method is an HTTP token, the path is absolute and carries no '?'
+// or '#', the query carries no '#', the request URI parses, and a base64 body
+// decodes. It then builds
+// the *http.Request as net/http's server would have.
+func newRequest(ctx context.Context, p requestParts) (*http.Request, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if !validMethod(p.method) {
+		return nil, &RequestError{Reason: "invalid method"}
+	}
+	path := p.path
+	if path == "" {
+		path = "/"
+	}
+	if path[0] != '/' || strings.ContainsAny(path, "?#") {
+		return nil, &RequestError{Reason: "invalid path"}
+	}
+	requestURI := path
+	if p.rawQuery != "" {
+		if strings.Contains(p.rawQuery, "#") {
+			return nil, &RequestError{Reason: "invalid query string"}
+		}
+		requestURI += "?" + p.rawQuery
+	}
+	u, err := url.ParseRequestURI(requestURI)
+	if err != nil {
+		return nil, &RequestError{Reason: "invalid path", Err: err}
+	}
+
+	var body []byte
+	if p.isBase64 {
+		body, err = base64.StdEncoding.DecodeString(p.body)
+		if err != nil {
+			return nil, &RequestError{Reason: "invalid base64 body", Err: err}
+		}
+	} else {
+		body = []byte(p.body)
+	}
+
+	header := p.header
 	host := header.Get("Host")
 	if host == "" {
-		host = e.RequestContext.DomainName
+		host = p.domainName
 	}
 	header.Del("Host")
 
 	r := &http.Request{
-		Method:        method,
+		Method:        p.method,
 		URL:           u,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
@@ -202,10 +230,21 @@ func Request(ctx context.Context, e events.APIGatewayV2HTTPRequest) (*http.Reque
 			return io.NopCloser(bytes.NewReader(body)), nil
 		}
 	}
-	if ip := e.RequestContext.HTTP.SourceIP; ip != "" {
-		r.RemoteAddr = net.JoinHostPort(ip, "0")
+	if p.sourceIP != "" {
+		r.RemoteAddr = net.JoinHostPort(p.sourceIP, "0")
 	}
 	return r.WithContext(ctx), nil
+}
+
+// sortedKeys returns m's keys in order, so that header keys differing only
+// in case merge deterministically.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // validMethod reports whether m is a non-empty HTTP token (RFC 9110 §5.6.2).
@@ -238,151 +277,4 @@ func requestID(ctx context.Context) string {
 		return lc.AwsRequestID
 	}
 	return ""
-}
-
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code      string `json:"code"`
-	Message   string `json:"message"`
-	RequestID string `json:"request_id"`
-}
-
-// errorResponse builds a JSON error response.
-func errorResponse(status int, code, message, reqID string) events.APIGatewayV2HTTPResponse {
-	b, err := json.Marshal(errorBody{Error: errorDetail{Code: code, Message: message, RequestID: reqID}})
-	if err != nil { // cannot happen with string fields
-		b = []byte(`{"error":{"code":"internal","message":"internal error","request_id":""}}`)
-	}
-	return events.APIGatewayV2HTTPResponse{
-		StatusCode: status,
-		Headers:    map[string]string{"Content-Type": "application/json"},
-		Body:       string(b),
-	}
-}
-
-// responseWriter is a minimal buffering http.ResponseWriter.
-type responseWriter struct {
-	header      http.Header
-	status      int
-	wroteHeader bool
-	body        bytes.Buffer
-	head        bool // HEAD request: body is discarded, as net/http does
-}
-
-var _ http.Flusher = (*responseWriter)(nil)
-
-func newResponseWriter(method string) *responseWriter {
-	return &responseWriter{header: make(http.Header), head: method == http.MethodHead}
-}
-
-// Header returns the response header map.
-func (w *responseWriter) Header() http.Header { return w.header }
-
-// WriteHeader records the status code of the first final (non-1xx) call.
-// Like net/http it panics on codes outside 100-999.
-func (w *responseWriter) WriteHeader(code int) {
-	if code < 100 || code > 999 {
-		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
-	}
-	if w.wroteHeader {
-		return
-	}
-	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
-		return // informational responses are not supported; ignore them
-	}
-	w.wroteHeader = true
-	w.status = code
-}
-
-// Write buffers p, implicitly writing a 200 status first.
-func (w *responseWriter) Write(p []byte) (int, error) {
-	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
-	}
-	if !bodyAllowed(w.status) {
-		return 0, http.ErrBodyNotAllowed
-	}
-	if w.head {
-		return len(p), nil
-	}
-	return w.body.Write(p)
-}
-
-// Flush is a no-op: the response is sent when the handler returns.
-func (w *responseWriter) Flush() {
-	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
-	}
-}
-
-func bodyAllowed(status int) bool {
-	return !(status >= 100 && status <= 199) && status != http.StatusNoContent && status != http.StatusNotModified
-}
-
-// response converts the buffered response to an API Gateway v2 response.
-func (w *responseWriter) response() events.APIGatewayV2HTTPResponse {
-	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
-	}
-	body := w.body.Bytes()
-	// Sniff a missing Content-Type like net/http's server does, so that the
-	// handler behaves the same locally and in Lambda. A Content-Type key
-	// present with no values suppresses sniffing, as in net/http.
-	if _, ok := w.header["Content-Type"]; !ok && len(body) > 0 && w.header.Get("Transfer-Encoding") == "" {
-		w.header.Set("Content-Type", http.DetectContentType(body))
-	}
-
-	res := events.APIGatewayV2HTTPResponse{
-		StatusCode: w.status,
-		Headers:    make(map[string]string, len(w.header)),
-	}
-	for k, vs := range w.header {
-		if len(vs) == 0 {
-			continue
-		}
-		if http.CanonicalHeaderKey(k) == "Set-Cookie" {
-			res.Cookies = append(res.Cookies, vs...)
-			continue
-		}
-		res.Headers[k] = strings.Join(vs, ", ")
-	}
-	if len(body) == 0 {
-		return res
-	}
-	if isTextual(w.header.Get("Content-Type"), body) {
-		res.Body = string(body)
-	} else {
-		res.Body = base64.StdEncoding.EncodeToString(body)
-		res.IsBase64Encoded = true
-	}
-	return res
-}
-
-// isTextual reports whether a body with the given Content-Type can be
-// returned to API Gateway as a plain (UTF-8) string. Bodies that are not
-// valid UTF-8 are never textual, since JSON encoding would corrupt them.
-func isTextual(contentType string, body []byte) bool {
-	if !utf8.Valid(body) {
-		return false
-	}
-	if strings.TrimSpace(contentType) == "" {
-		return true
-	}
-	mt, _, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		mt, _, _ = strings.Cut(contentType, ";")
-		mt = strings.ToLower(strings.TrimSpace(mt))
-	}
-	switch {
-	case strings.HasPrefix(mt, "text/"),
-		mt == "application/json",
-		mt == "application/xml",
-		strings.HasSuffix(mt, "+json"),
-		strings.HasSuffix(mt, "+xml"):
-		return true
-	}
-	return false
 }

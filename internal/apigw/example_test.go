@@ -2,6 +2,7 @@ package apigw_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 
@@ -47,4 +48,32 @@ func Example() {
 	// 200 application/json false
 	// {"hello":"gopher","lang":"go"}
 	// 400 {"error":{"code":"invalid_request","message":"invalid base64 body","request_id":"req-1"}}
+}
+
+// One function behind a REST API (payload v1) and an HTTP API (payload v2):
+// Dispatcher answers each event in its own shape. The REST API's
+// requestContext.path carries the stage ("/prod/hello/gopher"); the handler
+// sees the path without it.
+func ExampleDispatcher() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /hello/{name}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintf(w, "hello %s from %s", r.PathValue("name"), r.RemoteAddr)
+	})
+	handler := apigw.Dispatcher(mux) // pass to lambda.Start in main
+
+	rest := `{"httpMethod":"GET","path":"/hello/gopher","requestContext":{"stage":"prod","path":"/prod/hello/gopher",
+		"identity":{"sourceIp":"10.0.1.25","vpceId":"vpce-0123456789abcdef0"}}}`
+	httpAPI := `{"version":"2.0","rawPath":"/hello/gopher","requestContext":{"http":{"method":"GET","sourceIp":"192.0.2.1"}}}`
+	for _, event := range []string{rest, httpAPI, `{"source":"aws.events"}`} {
+		answer, err := handler(context.Background(), json.RawMessage(event))
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(string(answer))
+	}
+	// Output:
+	// {"statusCode":200,"headers":{},"multiValueHeaders":{"Content-Type":["text/plain"]},"body":"hello gopher from 10.0.1.25:0"}
+	// {"statusCode":200,"headers":{"Content-Type":"text/plain"},"multiValueHeaders":null,"body":"hello gopher from 192.0.2.1:0","cookies":null}
+	// {"statusCode":400,"headers":{"Content-Type":"application/json"},"multiValueHeaders":null,"body":"{\"error\":{\"code\":\"invalid_request\",\"message\":\"unsupported event\",\"request_id\":\"\"}}","cookies":null}
 }
