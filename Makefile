@@ -5,7 +5,7 @@ BIN          := bin
 LAMBDA_FLAGS := -tags lambda.norpc -trimpath -ldflags='-s -w'
 # Fuzz targets run briefly by `make test` (package:target).
 FUZZ_TARGETS := ./broker:FuzzDecodeRequest ./broker/attest:FuzzProofJSON ./broker/attest:FuzzAuthorization \
-                ./broker/pgrole:FuzzParseTemplate ./broker/config:FuzzParse ./internal/apigw:FuzzRequest \
+                ./broker/pgrole:FuzzParseTemplate ./broker/config:FuzzParse ./internal/apigw:FuzzRequest ./internal/apigw:FuzzRequestV1 ./internal/apigw:FuzzDispatcher \
                 ./extension/config:FuzzParseCredentials
 # Count-based budgets: a duration races Go 1.26's fuzz coordinator (golang/go#75804).
 FUZZTIME     ?= 20000x
