@@ -88,7 +88,7 @@ func (e *env) signWith(w workload, o signOpts) *attest.Proof {
 	return p
 }
 
-// TestProofChecks breaks each check of DESIGN §3 and expects the documented
+// TestProofChecks breaks each of the ten proof checks and expects the documented
 // code, no role, an audit row with decision=deny and the reason, and — for
 // checks 1 to 8 — no request to STS at all.
 func TestProofChecks(t *testing.T) {

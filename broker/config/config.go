@@ -1,6 +1,9 @@
-// Package config loads the broker's configuration: the YAML file of DESIGN §6
-// and the environment variables of DESIGN §10. Every invalid setting fails
-// Load with a message that names the field.
+// Package config loads the broker's configuration: a YAML file naming the
+// databases (host, port, dbname, sslmode, how the admin logs in), their
+// roles (member_of groups, TTLs, max_leases, creation and renewal
+// templates), the AWS profiles, and the admin pool's size; and the
+// environment variables below. Every invalid setting fails with a message
+// that names the field.
 //
 // Environment variables:
 //
@@ -12,6 +15,11 @@
 //	                        default sts.amazonaws.com,sts.<AWS_REGION>.amazonaws.com
 //	EPHEMERA_PROOF_MAX_AGE  freshness window, default 5m
 //	EPHEMERA_STAGE          context.stage for policies
+//	EPHEMERA_DB_TIMEOUT     deadline of one request's database work (pool wait included), default 5s;
+//	                        past it the broker answers 503 database_unavailable
+//	EPHEMERA_DB_POOL_SIZE   admin connections per database and process; overrides the YAML's
+//	                        admin_pool_size (default 2 in Lambda, 8 in a long-running server)
+//	EPHEMERA_METRICS_NAMESPACE  CloudWatch namespace of the metrics, default "ephemera"
 //	AWS_REGION              the broker's region (required unless EPHEMERA_STS_HOSTS is set)
 package config
 
@@ -60,10 +68,12 @@ type Config struct {
 	DBTimeout time.Duration
 	// AdminPoolSize is the number of admin connections per database and
 	// broker process (YAML admin_pool_size, overridden by
-	// EPHEMERA_DB_POOL_SIZE; default DefaultAdminPoolSize). Lambda sends an
-	// instance one request at a time, and a request uses one connection at
-	// a time, so the default is small: the database's max_connections is
-	// shared by every broker instance (reserved concurrency × pool size).
+	// EPHEMERA_DB_POOL_SIZE). The default is sized for where the broker
+	// runs: DefaultAdminPoolSize in Lambda, which sends an instance one
+	// request at a time (a request uses one connection at a time, and the
+	// database's max_connections is shared by every instance: reserved
+	// concurrency × pool size); DefaultServerPoolSize in a long-running
+	// server.
 	AdminPoolSize int
 	// MetricsNamespace is the CloudWatch namespace of the broker's and the
 	// reaper's metrics (EPHEMERA_METRICS_NAMESPACE; "" means the metrics
@@ -133,9 +143,12 @@ const (
 	// time per Lambda instance needs one connection; the second is for the
 	// reaper's work that a broker does on issue.
 	DefaultAdminPoolSize = 2
-	minAllowedTTL        = 5 * time.Second // short TTLs are how rotation and reaping are tested
-	maxAllowedTTL        = 7 * 24 * time.Hour
-	maxTemplatesOfAKind  = 16
+	// DefaultServerPoolSize is the default outside Lambda, where one
+	// process serves requests concurrently.
+	DefaultServerPoolSize = 8
+	minAllowedTTL         = 5 * time.Second // short TTLs are how rotation and reaping are tested
+	maxAllowedTTL         = 7 * 24 * time.Hour
+	maxTemplatesOfAKind   = 16
 )
 
 var (
@@ -263,6 +276,14 @@ func (c *Config) applyEnv(get func(string) string) error {
 		}
 		c.AdminPoolSize = n
 	}
+	if c.AdminPoolSize == 0 {
+		c.AdminPoolSize = DefaultAdminPoolSize
+		if get("AWS_LAMBDA_FUNCTION_NAME") == "" {
+			// A long-running server (ephemera broker serve, the local
+			// stack) answers requests concurrently.
+			c.AdminPoolSize = DefaultServerPoolSize
+		}
+	}
 	for _, db := range c.Databases {
 		if db.Admin.Auth == "rds_iam" && db.Admin.Region == "" {
 			if c.Region == "" {
@@ -290,8 +311,7 @@ func Parse(data []byte) (*Config, error) {
 	if len(doc.Databases) == 0 {
 		return nil, errors.New("config: databases: at least one database is required")
 	}
-	cfg := &Config{Databases: map[string]*Database{}, AllowIAMUsers: doc.AllowIAMUsers,
-		AdminPoolSize: DefaultAdminPoolSize, DBTimeout: DefaultDBTimeout}
+	cfg := &Config{Databases: map[string]*Database{}, AllowIAMUsers: doc.AllowIAMUsers, DBTimeout: DefaultDBTimeout}
 	if doc.AdminPoolSize != 0 {
 		if doc.AdminPoolSize < 1 || doc.AdminPoolSize > 100 {
 			return nil, fmt.Errorf("config: admin_pool_size: %d must be from 1 to 100", doc.AdminPoolSize)

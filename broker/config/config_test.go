@@ -967,3 +967,47 @@ func FuzzParse(f *testing.F) {
 		checkInvariants(t, cfg)
 	})
 }
+
+// TestAdminPoolSizeFollowsWhereTheBrokerRuns: small in Lambda (one request
+// at a time per instance), larger in a long-running server; the YAML and
+// EPHEMERA_DB_POOL_SIZE override it, the environment winning.
+func TestAdminPoolSizeFollowsWhereTheBrokerRuns(t *testing.T) {
+	dir := t.TempDir()
+	write := func(extra string) string {
+		p := filepath.Join(dir, "c.yaml")
+		yaml := "databases:\n  orders:\n    host: h\n    port: 5432\n    dbname: orders\n    admin: {user: ephemera_admin, auth: dsn, dsn_env: X}\n    roles:\n      readonly:\n        member_of: [orders_read]\n" + extra
+		if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, c := range []struct {
+		name, yaml string
+		env        map[string]string
+		want       int
+	}{
+		{"lambda default", "", map[string]string{"AWS_LAMBDA_FUNCTION_NAME": "broker"}, config.DefaultAdminPoolSize},
+		{"server default", "", nil, config.DefaultServerPoolSize},
+		{"yaml", "admin_pool_size: 3\n", map[string]string{"AWS_LAMBDA_FUNCTION_NAME": "broker"}, 3},
+		{"environment wins", "admin_pool_size: 3\n", map[string]string{"EPHEMERA_DB_POOL_SIZE": "1"}, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env := map[string]string{"EPHEMERA_CONFIG": write(c.yaml), "EPHEMERA_POLICY_DIR": dir, "EPHEMERA_AUDIENCE": "a", "AWS_REGION": "us-east-1"}
+			for k, v := range c.env {
+				env[k] = v
+			}
+			cfg, err := config.FromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.AdminPoolSize != c.want || cfg.DBTimeout != config.DefaultDBTimeout {
+				t.Fatalf("pool %d timeout %v, want %d %v", cfg.AdminPoolSize, cfg.DBTimeout, c.want, config.DefaultDBTimeout)
+			}
+		})
+	}
+	env := map[string]string{"EPHEMERA_CONFIG": write(""), "EPHEMERA_POLICY_DIR": dir, "EPHEMERA_AUDIENCE": "a", "AWS_REGION": "us-east-1",
+		"EPHEMERA_DB_TIMEOUT": "50ms"}
+	if _, err := config.FromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err == nil || !strings.Contains(err.Error(), "EPHEMERA_DB_TIMEOUT") {
+		t.Fatalf("a 50ms deadline: %v", err)
+	}
+}

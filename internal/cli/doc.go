@@ -16,7 +16,7 @@
 // the broker's admin role to the target database and read ephemera.leases
 // and ephemera.audit_log; lease rows carry the database's configured name,
 // so they work on every name found there unless --database picks one.
-// Broker commands read the broker's environment (DESIGN §10).
+// Broker commands read the broker's environment (EPHEMERA_CONFIG, EPHEMERA_POLICY_DIR, ...).
 //
 // Main returns the exit status: 0, 1 when a command failed (one line
 // "ephemera: ..." on stderr, never with a password), or 2 for a usage error
