@@ -98,7 +98,7 @@ func ExamplePoolConfig() {
 		fmt.Println(err)
 		return
 	}
-	cfg.MaxConns = 2 // a Lambda sandbox runs one invocation at a time
+	// cfg.MaxConns is client.DefaultMaxConns (2): one invocation at a time per sandbox.
 
 	// No connection is made until the pool needs one.
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)

@@ -48,6 +48,11 @@ func WithAuthRetry(enabled bool) PoolOption {
 	return func(s *poolSettings) { s.authRetry = enabled }
 }
 
+// DefaultMaxConns is the pool size PoolConfig sets: what one Lambda
+// invocation needs (one connection, and one more while a retiring
+// connection is replaced).
+const DefaultMaxConns = 2
+
 // PoolConfig returns a pgxpool.Config for the credential name of src,
 // built from its current credential (its DSN, or its fields when the DSN is
 // empty), whose hooks keep the pool working while credentials rotate:
@@ -70,6 +75,11 @@ func WithAuthRetry(enabled bool) PoolOption {
 //   - MaxConnLifetime is at most the credential's remaining lifetime minus
 //     the margin (at least 1 minute), with MaxConnLifetimeJitter a tenth of
 //     it, so idle connections are recycled too.
+//   - MaxConns is DefaultMaxConns (2), not pgxpool's 4-or-more: a Lambda
+//     sandbox runs one invocation at a time, and the database's
+//     max_connections is shared by every sandbox of every function
+//     (concurrency × MaxConns). Raise it only for an invocation that runs
+//     queries in parallel.
 //
 // Adjust other fields (MaxConns, ...) freely. If you set your own
 // BeforeConnect or PrepareConn, call the ones PoolConfig installed from
@@ -95,6 +105,7 @@ func PoolConfig(ctx context.Context, src Source, name string, opts ...PoolOption
 	r.base = cfg.ConnConfig.Copy()
 	cfg.BeforeConnect = r.beforeConnect
 	cfg.PrepareConn = r.prepareConn
+	cfg.MaxConns = DefaultMaxConns
 
 	if !cred.ExpiresAt.IsZero() {
 		bound := min(cred.ExpiresAt.Sub(r.now())-r.margin, cfg.MaxConnLifetime)

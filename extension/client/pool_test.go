@@ -520,6 +520,10 @@ func TestPoolConfig(t *testing.T) {
 		if cfg.BeforeConnect == nil || cfg.PrepareConn == nil {
 			t.Error("hooks not installed")
 		}
+		// One invocation at a time per sandbox: not pgxpool's 4-or-more.
+		if cfg.MaxConns != DefaultMaxConns || DefaultMaxConns > 2 {
+			t.Errorf("MaxConns %d, want %d", cfg.MaxConns, DefaultMaxConns)
+		}
 	})
 
 	for _, tt := range []struct {
