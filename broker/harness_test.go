@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/ephemera-sh/ephemera/broker"
 	"github.com/ephemera-sh/ephemera/broker/attest"
 	"github.com/ephemera-sh/ephemera/broker/config"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
 )
 
@@ -99,8 +99,8 @@ type env struct {
 	sts    *stsserver.Server
 	broker *broker.Broker
 	srv    *httptest.Server
-	logs   *syncBuffer // operational logs
-	audits *syncBuffer // audit lines
+	logs   *observe.Buffer // operational logs
+	audits *observe.Buffer // audit lines
 }
 
 type envOptions struct {
@@ -117,7 +117,7 @@ type envOptions struct {
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	e := &env{t: t, sts: stsserver.StartTB(t), logs: &syncBuffer{}, audits: &syncBuffer{}}
+	e := &env{t: t, sts: stsserver.StartTB(t), logs: &observe.Buffer{}, audits: &observe.Buffer{}}
 	b, err := startBroker(t, o, e.sts, e.logs, e.audits)
 	must(t, err)
 	e.broker = b
@@ -361,23 +361,6 @@ func must(t testing.TB, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func parseTime(t *testing.T, s string) time.Time {

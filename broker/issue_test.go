@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
 )
 
@@ -185,7 +186,7 @@ func TestNoPoliciesDeniesEverything(t *testing.T) {
 func TestInvalidPoliciesFailStart(t *testing.T) {
 	// A broker whose policies do not validate must not start (and so serves nothing).
 	bad := `permit (principal, action == Ephemera::Action::"fly", resource);`
-	_, err := startBroker(t, envOptions{policies: &bad}, stsserver.StartTB(t), &syncBuffer{}, &syncBuffer{})
+	_, err := startBroker(t, envOptions{policies: &bad}, stsserver.StartTB(t), &observe.Buffer{}, &observe.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "orders.cedar") {
 		t.Fatalf("broker.New with an invalid policy: err = %v, want an error naming orders.cedar", err)
 	}

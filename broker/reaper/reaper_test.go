@@ -16,6 +16,7 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
 	"github.com/ephemera-sh/ephemera/broker/reaper"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 )
 
 func superuserExec(ctx context.Context, sql string) (int64, error) {
@@ -430,12 +431,8 @@ func TestHousekeeping(t *testing.T) {
 
 func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !observe.Until(d, cond) {
+		t.Fatal("condition not met in time")
 	}
 }
 

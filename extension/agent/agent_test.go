@@ -13,6 +13,7 @@ import (
 	"github.com/ephemera-sh/ephemera/extension/brokerclient"
 	"github.com/ephemera-sh/ephemera/extension/config"
 	"github.com/ephemera-sh/ephemera/extension/internal/brokertest"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 )
 
 // clock is a settable wall clock shared by the agent and the broker double. Proofs are
@@ -95,12 +96,9 @@ func mustGet(t *testing.T, a *agent.Agent, name string, refresh bool) agent.Cred
 // eventually polls cond for up to 10 s (the machine is shared; never a tight bound).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
+	if !observe.Until(10*time.Second, cond) {
+		t.Fatalf("timed out waiting for %s", what)
 	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 func TestStartFetchesConcurrently(t *testing.T) {

@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -14,20 +13,8 @@ import (
 	"github.com/ephemera-sh/ephemera/extension/agent"
 	"github.com/ephemera-sh/ephemera/extension/config"
 	"github.com/ephemera-sh/ephemera/extension/internal/brokertest"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 )
-
-// lockedBuffer is a log sink safe for the agent's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 var reports = config.AWSProfile{Name: "reports", Profile: "reports-read", TTL: 15 * time.Minute}
 
@@ -335,7 +322,7 @@ func TestAWSLazyModeRecovers(t *testing.T) {
 // forgotten.
 func TestAWSRevokeAllForgets(t *testing.T) {
 	f := newFixture(t)
-	var logs lockedBuffer
+	var logs observe.Buffer
 	a := f.agent(t, agent.Options{AWSProfiles: []config.AWSProfile{reports},
 		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err := a.Start(context.Background()); err != nil {

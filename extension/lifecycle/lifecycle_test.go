@@ -1,7 +1,6 @@
 package lifecycle_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,20 +21,8 @@ import (
 	"github.com/ephemera-sh/ephemera/extension/lifecycle"
 	"github.com/ephemera-sh/ephemera/extension/localapi"
 	"github.com/ephemera-sh/ephemera/extension/localserver"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 )
-
-// syncBuffer is a log sink safe for the lifecycle's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // clock is a settable wall clock shared by the agent and the broker double.
 type clock struct {
@@ -54,7 +41,7 @@ type harness struct {
 	clock  *clock
 	token  string
 	port   int
-	logs   *syncBuffer
+	logs   *observe.Buffer
 	exit   chan error
 
 	creds    []config.Credential
@@ -65,7 +52,7 @@ type harness struct {
 }
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{api: extapitest.Start(t), broker: brokertest.Start(t), logs: &syncBuffer{}, exit: make(chan error, 1),
+	h := &harness{api: extapitest.Start(t), broker: brokertest.Start(t), logs: &observe.Buffer{}, exit: make(chan error, 1),
 		clock: &clock{t: time.Now().UTC().Truncate(time.Second)}}
 	h.token = h.broker.Credentials().SessionToken
 	h.creds = []config.Credential{{Name: "orders", Database: "orders", Role: "readonly", TTL: 15 * time.Minute}}
