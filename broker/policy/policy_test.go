@@ -24,14 +24,17 @@ const (
 	quarantinePol = "quarantine"
 )
 
-// examplePolicies is the example of the design doc.
-const examplePolicies = `
+// ordersReadsPolicy lets the orders-api-* roles of one account read orders.
+const ordersReadsPolicy = `
 @id("orders-api-reads-orders")
 permit (principal, action == Ephemera::Action::"issue",
         resource == Ephemera::DatabaseRole::"orders/readonly")
 when { principal.account == "123456789012" && principal.role like "orders-api-*"
        && context.ttl_seconds <= 900 };
+`
 
+// examplePolicies is the package example's set: ordersReadsPolicy and a quarantine.
+const examplePolicies = ordersReadsPolicy + `
 @id("quarantine")
 forbid (principal == Ephemera::Workload::"arn:aws:iam::123456789012:role/compromised", action, resource);
 `

@@ -9,13 +9,8 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/policy"
 )
 
-const userPolicies = `
-@id("orders-api-reads-orders")
-permit (principal, action == Ephemera::Action::"issue",
-        resource == Ephemera::DatabaseRole::"orders/readonly")
-when { principal.account == "123456789012" && principal.role like "orders-api-*"
-       && context.ttl_seconds <= 900 };
-
+// userPolicies starts with the workload policy of examplePolicies.
+const userPolicies = ordersReadsPolicy + `
 @id("account-reads-audit")
 permit (principal, action == Ephemera::Action::"issue", resource == Ephemera::DatabaseRole::"audit/readonly")
 when { principal.account == "123456789012" };

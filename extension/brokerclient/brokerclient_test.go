@@ -21,6 +21,12 @@ func newClient(t *testing.T, b *brokertest.Broker, edit ...func(*brokerclient.Co
 		BaseURL: b.URL(), Audience: brokertest.Audience, Region: brokertest.Region,
 		Credentials: b.CredentialsProvider(), BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond,
 	}
+	return build(t, cfg, edit...)
+}
+
+// build applies the edits to cfg and returns the client it configures.
+func build(t *testing.T, cfg brokerclient.Config, edit ...func(*brokerclient.Config)) *brokerclient.Client {
+	t.Helper()
 	for _, e := range edit {
 		e(&cfg)
 	}

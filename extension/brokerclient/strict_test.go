@@ -27,14 +27,7 @@ func rawClient(t *testing.T, url string, edit ...func(*brokerclient.Config)) *br
 			return aws.Credentials{AccessKeyID: "ASIAEXAMPLE", SecretAccessKey: "secret", SessionToken: "token"}, nil
 		}),
 	}
-	for _, e := range edit {
-		e(&cfg)
-	}
-	c, err := brokerclient.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return build(t, cfg, edit...)
 }
 
 const goodCredential = `"lease_id":"6f1c2b8e-3a57-4d1e-9f5a-2b7c9d0e1f23","database":"orders","role":"readonly",` +

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ephemera-sh/ephemera/broker/lease"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 func leasesCommand() *command {
@@ -39,16 +40,28 @@ refuses new logins). --json prints one JSON object per lease and line.`,
 	}
 }
 
-func (c *CLI) leases(ctx context.Context, db dbFlags, all, asJSON bool) error {
+// openLeaseDBs opens the database that db names and returns the configured
+// database names to work on there (db.database, else every name in
+// ephemera.leases). The caller closes the pool; on error there is none.
+func (c *CLI) openLeaseDBs(ctx context.Context, db dbFlags) (*pgxpool.Pool, []string, error) {
 	pool, err := c.openDB(ctx, db.url)
+	if err != nil {
+		return nil, nil, err
+	}
+	names, err := labels(ctx, pool, db.database)
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return pool, names, nil
+}
+
+func (c *CLI) leases(ctx context.Context, db dbFlags, all, asJSON bool) error {
+	pool, names, err := c.openLeaseDBs(ctx, db)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	names, err := labels(ctx, pool, db.database)
-	if err != nil {
-		return err
-	}
 	now := c.Now()
 	var list []*lease.Lease
 	for _, name := range names {

@@ -51,15 +51,11 @@ reap always runs once; --once says so explicitly. To reap on a schedule, use
 }
 
 func (c *CLI) reap(ctx context.Context, db dbFlags, sweep, asJSON bool) error {
-	pool, err := c.openDB(ctx, db.url)
+	pool, names, err := c.openLeaseDBs(ctx, db)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	names, err := labels(ctx, pool, db.database)
-	if err != nil {
-		return err
-	}
 	log := slog.New(slog.NewJSONHandler(c.Stderr, nil))
 	cfg := reaper.Config{Now: c.Now}
 	if !sweep {
