@@ -2,29 +2,20 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
+
+	"github.com/ephemera-sh/ephemera/extension/internal/localapitest"
 )
 
 // readAWS reads /v1/aws/name as the AWS SDKs do: the token in Authorization.
 func (h *harness) readAWS(t *testing.T, name, query string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(h.port)+"/v1/aws/"+name+query, nil)
-	req.Header.Set("Authorization", h.env["AWS_SESSION_TOKEN"])
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	return resp.StatusCode, body
+	return localapitest.Get(t, h.port, "/v1/aws/"+name+query, "Authorization", h.env["AWS_SESSION_TOKEN"])
 }
 
 // An extension with AWS profiles only (no EPHEMERA_CREDENTIALS): sessions assumed at INIT,
@@ -89,12 +80,5 @@ func TestLifecycleAWSOnly(t *testing.T) {
 func TestConfigNeitherList(t *testing.T) {
 	h := newHarness(t)
 	delete(h.env, "EPHEMERA_CREDENTIALS")
-	h.start(context.Background())
-	if code := h.wait(t); code != 1 {
-		t.Fatalf("exit %d", code)
-	}
-	reps := h.api.Reports()
-	if len(reps) != 1 || reps[0].ErrorType != "Extension.ConfigInvalid" || !strings.Contains(reps[0].Message, "EPHEMERA_CREDENTIALS") {
-		t.Fatalf("reports %+v", reps)
-	}
+	h.configInvalid(t, "EPHEMERA_CREDENTIALS")
 }

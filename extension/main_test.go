@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/ephemera-sh/ephemera/extension/internal/brokertest"
 	"github.com/ephemera-sh/ephemera/extension/internal/extapitest"
+	"github.com/ephemera-sh/ephemera/extension/internal/localapitest"
 	"github.com/ephemera-sh/ephemera/extension/localapi"
 	"github.com/ephemera-sh/ephemera/sam/local/observe"
 )
@@ -73,31 +72,25 @@ func (h *harness) wait(t *testing.T) int {
 
 func (h *harness) read(t *testing.T, name string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(h.port)+"/v1/credentials/"+name, nil)
-	req.Header.Set(localapi.HeaderToken, h.env["AWS_SESSION_TOKEN"])
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	return resp.StatusCode, body
+	return localapitest.Get(t, h.port, "/v1/credentials/"+name, localapi.HeaderToken, h.env["AWS_SESSION_TOKEN"])
 }
 
 func (h *harness) checkLogs(t *testing.T) {
 	t.Helper()
-	c := h.broker.Credentials()
-	logs := h.logs.String()
-	for _, secret := range []string{c.SecretAccessKey, c.SessionToken, "pw-", "password="} {
-		if strings.Contains(logs, secret) {
-			t.Errorf("logs contain a secret (%.8s…)", secret)
-		}
+	h.broker.CheckLogs(t, h.logs.String())
+}
+
+// configInvalid starts the extension and expects exit 1 after exactly one
+// Extension.ConfigInvalid report whose message contains want.
+func (h *harness) configInvalid(t *testing.T, want string) {
+	t.Helper()
+	h.start(context.Background())
+	if code := h.wait(t); code != 1 {
+		t.Fatalf("exit %d", code)
 	}
-	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
-		if line != "" && !json.Valid([]byte(line)) {
-			t.Errorf("log line is not JSON: %s", line)
-		}
+	reps := h.api.Reports()
+	if len(reps) != 1 || reps[0].ErrorType != "Extension.ConfigInvalid" || !strings.Contains(reps[0].Message, want) {
+		t.Fatalf("reports %+v", reps)
 	}
 }
 
@@ -147,14 +140,7 @@ func TestRunServesAndRevokes(t *testing.T) {
 func TestInsecureBrokerURL(t *testing.T) {
 	h := newHarness(t)
 	h.env["EPHEMERA_BROKER_URL"] = "http://broker.example.com"
-	h.start(context.Background())
-	if code := h.wait(t); code != 1 {
-		t.Fatalf("exit %d", code)
-	}
-	reps := h.api.Reports()
-	if len(reps) != 1 || reps[0].ErrorType != "Extension.ConfigInvalid" || !strings.Contains(reps[0].Message, "must be https") {
-		t.Fatalf("reports %+v", reps)
-	}
+	h.configInvalid(t, "must be https")
 	if n := len(h.broker.Calls()); n != 0 {
 		t.Fatalf("%d calls reached a broker", n)
 	}

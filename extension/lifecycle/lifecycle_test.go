@@ -2,7 +2,6 @@ package lifecycle_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"github.com/ephemera-sh/ephemera/extension/extapi"
 	"github.com/ephemera-sh/ephemera/extension/internal/brokertest"
 	"github.com/ephemera-sh/ephemera/extension/internal/extapitest"
+	"github.com/ephemera-sh/ephemera/extension/internal/localapitest"
 	"github.com/ephemera-sh/ephemera/extension/lifecycle"
 	"github.com/ephemera-sh/ephemera/extension/localapi"
 	"github.com/ephemera-sh/ephemera/extension/localserver"
@@ -123,32 +123,12 @@ func (h *harness) next(t *testing.T) {
 
 func (h *harness) read(t *testing.T, name string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(h.port)+localapi.PathCredentials+name, nil)
-	req.Header.Set(localapi.HeaderToken, h.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	return resp.StatusCode, body
+	return localapitest.Get(t, h.port, localapi.PathCredentials+name, localapi.HeaderToken, h.token)
 }
 
 func (h *harness) checkLogs(t *testing.T) {
 	t.Helper()
-	c := h.broker.Credentials()
-	logs := h.logs.String()
-	for _, secret := range []string{c.SecretAccessKey, c.SessionToken, "pw-", "password="} {
-		if strings.Contains(logs, secret) {
-			t.Errorf("logs contain a secret (%.8s…)", secret)
-		}
-	}
-	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
-		if line != "" && !json.Valid([]byte(line)) {
-			t.Errorf("log line is not JSON: %s", line)
-		}
-	}
+	h.broker.CheckLogs(t, h.logs.String())
 }
 
 func reportType(err error) string {
