@@ -2,6 +2,7 @@ package attest_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -122,24 +123,12 @@ type spec struct {
 // signSpec signs s the way attest.Sign does.
 func signSpec(t *testing.T, s spec) *attest.Proof {
 	t.Helper()
-	if s.method == "" {
-		s.method = http.MethodPost
-	}
-	if s.url == "" {
-		s.url = "https://" + testHost + "/"
-	}
-	if s.body == "" {
-		s.body = attest.RequestBody
-	}
-	if s.region == "" {
-		s.region = testRegion
-	}
-	if s.service == "" {
-		s.service = "sts"
-	}
-	if s.audience == "" {
-		s.audience = testAudience
-	}
+	s.method = cmp.Or(s.method, http.MethodPost)
+	s.url = cmp.Or(s.url, "https://"+testHost+"/")
+	s.body = cmp.Or(s.body, attest.RequestBody)
+	s.region = cmp.Or(s.region, testRegion)
+	s.service = cmp.Or(s.service, "sts")
+	s.audience = cmp.Or(s.audience, testAudience)
 	if s.nonce == "" {
 		n, err := attest.NewNonce()
 		if err != nil {

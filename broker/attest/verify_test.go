@@ -446,34 +446,6 @@ func TestVerifyBadSTSAnswers(t *testing.T) {
 }
 
 func TestVerifyIdentityCheck(t *testing.T) {
-	t.Run("account mismatch", func(t *testing.T) {
-		e := newEnv(t)
-		id := stsserver.NewIdentity(testAccount, testRole, testSession)
-		id.Account = "210987654321"
-		e.sts.Add(id)
-		p := signSpec(t, spec{creds: credsOf(id)})
-		_, err := e.v.Verify(context.Background(), p)
-		wantErr(t, err, attest.CodeIdentityRejected, 10, secretsOf(credsOf(id), p)...)
-	})
-	t.Run("federated user", func(t *testing.T) {
-		e := newEnv(t)
-		id := stsserver.NewIdentity(testAccount, testRole, testSession)
-		id.ARN = "arn:aws:sts::123456789012:federated-user/bob"
-		e.sts.Add(id)
-		p := signSpec(t, spec{creds: credsOf(id)})
-		_, err := e.v.Verify(context.Background(), p)
-		wantErr(t, err, attest.CodeIdentityRejected, 10, secretsOf(credsOf(id), p)...)
-	})
-	t.Run("root", func(t *testing.T) {
-		e := newEnv(t, func(c *attest.Config) { c.AllowIAMUsers = true })
-		id := stsserver.NewIdentity(testAccount, testRole, testSession)
-		id.ARN = "arn:aws:iam::123456789012:root"
-		e.sts.Add(id)
-		p := signSpec(t, spec{creds: credsOf(id)})
-		_, err := e.v.Verify(context.Background(), p)
-		wantErr(t, err, attest.CodeIdentityRejected, 10, secretsOf(credsOf(id), p)...)
-	})
-
 	iamUser := func(arn, account string) stsserver.Identity {
 		return stsserver.Identity{
 			AccessKeyID:     "AKIAIAMUSEREXAMPLE01",
@@ -483,14 +455,30 @@ func TestVerifyIdentityCheck(t *testing.T) {
 			UserID:          "AIDAEXAMPLEUSERID001",
 		}
 	}
-	t.Run("IAM user rejected by default", func(t *testing.T) {
-		e := newEnv(t)
-		id := iamUser("arn:aws:iam::123456789012:user/alice", testAccount)
-		e.sts.Add(id)
-		p := signSpec(t, spec{creds: credsOf(id)})
-		_, err := e.v.Verify(context.Background(), p)
-		wantErr(t, err, attest.CodeIdentityRejected, 10, secretsOf(credsOf(id), p)...)
-	})
+	role := func(edit func(*stsserver.Identity)) stsserver.Identity {
+		id := stsserver.NewIdentity(testAccount, testRole, testSession)
+		edit(&id)
+		return id
+	}
+	// Each identity is refused as identity_rejected (step 10), its secrets never shown.
+	for _, tc := range []struct {
+		name       string
+		allowUsers bool
+		id         stsserver.Identity
+	}{
+		{"account mismatch", false, role(func(id *stsserver.Identity) { id.Account = "210987654321" })},
+		{"federated user", false, role(func(id *stsserver.Identity) { id.ARN = "arn:aws:sts::123456789012:federated-user/bob" })},
+		{"root", true, role(func(id *stsserver.Identity) { id.ARN = "arn:aws:iam::123456789012:root" })},
+		{"IAM user rejected by default", false, iamUser("arn:aws:iam::123456789012:user/alice", testAccount)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(c *attest.Config) { c.AllowIAMUsers = tc.allowUsers })
+			e.sts.Add(tc.id)
+			p := signSpec(t, spec{creds: credsOf(tc.id)})
+			_, err := e.v.Verify(context.Background(), p)
+			wantErr(t, err, attest.CodeIdentityRejected, 10, secretsOf(credsOf(tc.id), p)...)
+		})
+	}
 	t.Run("IAM user accepted with AllowIAMUsers", func(t *testing.T) {
 		e := newEnv(t, func(c *attest.Config) { c.AllowIAMUsers = true })
 		id := iamUser("arn:aws:iam::123456789012:user/ops/alice", testAccount)
