@@ -63,11 +63,16 @@ func TestRenewNeverPassesMaxExpiry(t *testing.T) {
 	}
 }
 
+// parties returns the three callers of the holder-only cases: the lease's
+// holder (an orders-api role), another orders-api role, and an admin_revoke
+// principal (incident-responder).
+func (e *env) parties() (holder, other, admin workload) {
+	return e.workload("orders-api-role", "fn"), e.workload("orders-api-other", "fn2"), e.workload("incident-responder", "ir")
+}
+
 func TestRenewOnlyByHolder(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	holder := e.workload("orders-api-role", "fn")
-	other := e.workload("orders-api-other", "fn2")
-	admin := e.workload("incident-responder", "ir")
+	holder, other, admin := e.parties()
 	a := e.mustIssue(holder, "readonly", 60)
 	before := validUntil(t, a.str("username"))
 	for _, w := range []workload{other, admin} {
@@ -139,9 +144,7 @@ func TestRevokeTerminatesSessionsAndIsIdempotent(t *testing.T) {
 
 func TestRevokeOnlyByHolderOrAdmin(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	holder := e.workload("orders-api-role", "fn")
-	other := e.workload("orders-api-other", "fn2")
-	admin := e.workload("incident-responder", "ir")
+	holder, other, admin := e.parties()
 	a := e.mustIssue(holder, "readonly", 600)
 	r := e.revoke(other, a.str("lease_id"))
 	if r.Status != http.StatusForbidden || r.code() != "access_denied" {

@@ -39,6 +39,24 @@ func newFakeExtension(t *testing.T) *fakeExtension {
 	return f
 }
 
+// cannedErrors are the error documents the fake extension answers for these names.
+var cannedErrors = map[string]struct {
+	status    int
+	code, msg string
+}{
+	"misdirected": {http.StatusMisdirectedRequest, "wrong_host", "host refused"},
+	"broken":      {http.StatusInternalServerError, "internal", "boom\n\t"},
+	"nul":         {http.StatusInternalServerError, "internal", "boom\x00"},
+}
+
+// cannedBodies are the malformed 200 bodies the fake extension answers for these
+// names: a duplicate key, a key in the wrong case, truncated JSON holding a secret.
+var cannedBodies = map[string]string{
+	"duplicate": `{"name":"duplicate","username":"u","password":"p","username":"v","expires_at":"2026-11-17T03:15:00Z"}`,
+	"case":      `{"name":"case","Username":"u","password":"p","expires_at":"2026-11-17T03:15:00Z"}`,
+	"garbage":   `{"username": "u", "password": "` + secret + `"`,
+}
+
 func (f *fakeExtension) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -64,23 +82,12 @@ func (f *fakeExtension) serve(w http.ResponseWriter, r *http.Request) {
 	case r.Header.Get(tokenHeader) != testToken:
 		fail(http.StatusUnauthorized, "unauthorized", "missing or wrong token")
 		return
-	case name == "misdirected":
-		fail(http.StatusMisdirectedRequest, "wrong_host", "host refused")
+	case cannedErrors[name].status != 0:
+		e := cannedErrors[name]
+		fail(e.status, e.code, e.msg)
 		return
-	case name == "broken":
-		fail(http.StatusInternalServerError, "internal", "boom\n\t")
-		return
-	case name == "nul":
-		fail(http.StatusInternalServerError, "internal", "boom\x00")
-		return
-	case name == "duplicate":
-		w.Write([]byte(`{"name":"duplicate","username":"u","password":"p","username":"v","expires_at":"2026-11-17T03:15:00Z"}`))
-		return
-	case name == "case":
-		w.Write([]byte(`{"name":"case","Username":"u","password":"p","expires_at":"2026-11-17T03:15:00Z"}`))
-		return
-	case name == "garbage":
-		w.Write([]byte(`{"username": "u", "password": "` + secret + `"`)) // truncated JSON
+	case cannedBodies[name] != "":
+		w.Write([]byte(cannedBodies[name]))
 		return
 	case f.notReady > 0:
 		f.notReady--

@@ -37,24 +37,23 @@ type testSource struct {
 }
 
 func (s *testSource) Credentials(_ context.Context, name string) (*Credential, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.gets++
-	if s.err != nil {
-		return nil, s.err
-	}
-	c := s.cur
-	return &c, nil
+	return s.answer(&s.gets, false)
 }
 
 func (s *testSource) Refresh(_ context.Context, name string) (*Credential, error) {
+	return s.answer(&s.refreshes, true)
+}
+
+// answer counts the call in count and returns the current credential (after
+// switching to refreshed when refresh is set), or err.
+func (s *testSource) answer(count *int, refresh bool) (*Credential, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refreshes++
+	*count++
 	if s.err != nil {
 		return nil, s.err
 	}
-	if s.refreshed != nil {
+	if refresh && s.refreshed != nil {
 		s.cur = *s.refreshed
 	}
 	c := s.cur
@@ -586,31 +585,25 @@ func TestPoolSourceFailsLater(t *testing.T) {
 	}
 }
 
-// TestPoolWithClient goes through the HTTP client and a fake extension.
+// TestPoolWithClient goes through the HTTP client and a fake extension. A
+// credential with less than the retire margin left is read too, not fetched
+// with ?refresh=true.
 func TestPoolWithClient(t *testing.T) {
-	a := createRole(t, "")
-	f := newFakeExtension(t)
-	f.creds["orders"] = a.credential("lease-a", time.Now().Add(10*time.Minute))
-	pool := newPool(t, New(WithBaseURL(f.URL), WithToken(testToken)))
-	if user, _ := whoami(t, pool); user != a.name {
-		t.Errorf("current_user = %s, want %s", user, a.name)
-	}
-	if req, ref := f.counts(); req < 2 || ref != 0 {
-		t.Errorf("extension saw %d requests, %d refreshes; want >= 2, 0", req, ref)
-	}
-}
-
-// TestPoolWithClientNearExpiry: through the HTTP client, a credential with
-// less than the retire margin left is read, not fetched with ?refresh=true.
-func TestPoolWithClientNearExpiry(t *testing.T) {
-	a := createRole(t, "")
-	f := newFakeExtension(t)
-	f.creds["orders"] = a.credential("lease-a", time.Now().Add(10*time.Second))
-	pool := newPool(t, New(WithBaseURL(f.URL), WithToken(testToken)))
-	if user, _ := whoami(t, pool); user != a.name {
-		t.Errorf("current_user = %s, want %s", user, a.name)
-	}
-	if req, ref := f.counts(); req < 2 || ref != 0 {
-		t.Errorf("extension saw %d requests, %d refreshes; want >= 2, 0", req, ref)
+	for _, tc := range []struct {
+		name string
+		left time.Duration
+	}{{"fresh", 10 * time.Minute}, {"near expiry", 10 * time.Second}} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := createRole(t, "")
+			f := newFakeExtension(t)
+			f.creds["orders"] = a.credential("lease-a", time.Now().Add(tc.left))
+			pool := newPool(t, New(WithBaseURL(f.URL), WithToken(testToken)))
+			if user, _ := whoami(t, pool); user != a.name {
+				t.Errorf("current_user = %s, want %s", user, a.name)
+			}
+			if req, ref := f.counts(); req < 2 || ref != 0 {
+				t.Errorf("extension saw %d requests, %d refreshes; want >= 2, 0", req, ref)
+			}
+		})
 	}
 }

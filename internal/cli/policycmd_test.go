@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,39 +136,55 @@ const failingCases = `
   expect: deny
 `
 
+// allPass checks that 'policy test' passed all of its n cases and returns its
+// output lines.
+func allPass(t *testing.T, r result, n int) []string {
+	t.Helper()
+	ls := lines(r.stdout)
+	if r.code != 0 || len(ls) != n+1 || ls[n] != fmt.Sprintf("%d passed, 0 failed", n) || r.stderr != "" {
+		t.Fatalf("want %d passing cases: %v", n, r)
+	}
+	for _, l := range ls[:n] {
+		if !strings.HasPrefix(l, "PASS  ") {
+			t.Errorf("want PASS: %s", l)
+		}
+	}
+	return ls
+}
+
+// someFail checks that 'policy test' exited 1 with one line per case, each
+// starting with its want, and the count of passed and failed cases.
+func someFail(t *testing.T, r result, passed int, want []string) {
+	t.Helper()
+	ls := lines(r.stdout)
+	n := len(want)
+	if r.code != 1 || len(ls) != n+1 || ls[n] != fmt.Sprintf("%d passed, %d failed", passed, n-passed) {
+		t.Fatalf("want %d passed, %d failed: %v", passed, n-passed, r)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(ls[i], w) {
+			t.Errorf("line %d: want prefix %q, got %q", i, w, ls[i])
+		}
+	}
+}
+
 func TestPolicyTest(t *testing.T) {
 	dir := writeFiles(t, map[string]string{"orders.cedar": goodPolicies, "quarantine.cedar": quarantine})
 	cases := writeFiles(t, map[string]string{"pass.yaml": passingCases, "fail.yaml": failingCases, "typo.yaml": "- name: x\n  expcet: allow\n"})
 
 	r := run(t, "policy", "test", dir, filepath.Join(cases, "pass.yaml"))
-	ls := lines(r.stdout)
-	if r.code != 0 || len(ls) != 5 || ls[4] != "4 passed, 0 failed" || r.stderr != "" {
-		t.Fatalf("passing cases: %v", r)
-	}
-	for _, l := range ls[:4] {
-		if !strings.HasPrefix(l, "PASS  ") {
-			t.Errorf("want PASS: %s", l)
-		}
-	}
+	ls := allPass(t, r, 4)
 	if !strings.Contains(ls[0], "allow by orders-api-reads-orders") || !strings.Contains(ls[1], "default deny") {
 		t.Errorf("PASS lines say why:\n%s", r.stdout)
 	}
 
 	r = run(t, "policy", "test", dir, filepath.Join(cases, "fail.yaml"))
-	ls = lines(r.stdout)
-	if r.code != 1 || len(ls) != 5 || ls[4] != "1 passed, 3 failed" {
-		t.Fatalf("failing cases: %v", r)
-	}
-	for i, want := range []string{
+	someFail(t, r, 1, []string{
 		"PASS  orders-api reads orders",
 		"FAIL  wrong expectation: expected deny, got allow by orders-api-reads-orders (" + filepath.Join(cases, "fail.yaml") + ":9)",
 		"FAIL  right decision, wrong policies: deny as expected, but determined by [quarantine] instead of [something-else]",
 		`FAIL  not an action: invalid case: action "drop_table" is not issue, renew, revoke, admin_revoke or assume`,
-	} {
-		if !strings.HasPrefix(ls[i], want) {
-			t.Errorf("line %d: want prefix %q, got %q", i, want, ls[i])
-		}
-	}
+	})
 	if len(lines(r.stderr)) != 1 || !strings.HasPrefix(r.stderr, "ephemera: 3 of 4 policy cases failed") {
 		t.Errorf("stderr: %q", r.stderr)
 	}
@@ -275,32 +292,14 @@ func TestPolicyTestProfilesAndUsers(t *testing.T) {
 	dir := writeFiles(t, map[string]string{"aws.cedar": profilePolicies})
 	cases := writeFiles(t, map[string]string{"ok.yaml": profileCases, "bad.yaml": badProfileCases})
 
-	r := run(t, "policy", "test", dir, filepath.Join(cases, "ok.yaml"))
-	ls := lines(r.stdout)
-	if r.code != 0 || len(ls) != 8 || ls[7] != "7 passed, 0 failed" || r.stderr != "" {
-		t.Fatalf("profile cases: %v", r)
-	}
-	for _, l := range ls[:7] {
-		if !strings.HasPrefix(l, "PASS  ") {
-			t.Errorf("want PASS: %s", l)
-		}
-	}
+	allPass(t, run(t, "policy", "test", dir, filepath.Join(cases, "ok.yaml")), 7)
 
-	r = run(t, "policy", "test", dir, filepath.Join(cases, "bad.yaml"))
-	ls = lines(r.stdout)
-	if r.code != 1 || len(ls) != 5 || ls[4] != "0 passed, 4 failed" {
-		t.Fatalf("invalid cases: %v", r)
-	}
-	for i, want := range []string{
+	someFail(t, run(t, "policy", "test", dir, filepath.Join(cases, "bad.yaml")), 0, []string{
 		"FAIL  assume without a profile: invalid case: assume needs a profile",
 		"FAIL  a profile on issue: invalid case: a profile applies only to assume",
 		"FAIL  a role attribute on a user: invalid case: principal.role and principal.session apply to roles",
 		`FAIL  not a principal ARN: invalid case: principal.arn: attest: invalid principal ARN "arn:aws:iam::123456789012:group/reports"`,
-	} {
-		if !strings.HasPrefix(ls[i], want) {
-			t.Errorf("line %d: want prefix %q, got %q", i, want, ls[i])
-		}
-	}
+	})
 }
 
 // The demo's policies (a template: placeholders stay literal) validate, and
