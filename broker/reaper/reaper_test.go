@@ -102,11 +102,19 @@ func leaseState(t *testing.T, id string) (revoked bool, reason string, attempts 
 	return
 }
 
-func TestReapTerminatesRunningSession(t *testing.T) {
-	f := newFixture(t, "sessions", reaper.Config{})
-	i := issue(t, f.store, "orders_read", 0, 2*time.Second)
+// connectedLease starts a fixture named name with the default reaper
+// configuration, issues a two-second lease in group and logs in with it.
+func connectedLease(t *testing.T, name, group string) (*fixture, issued, *pgx.Conn) {
+	t.Helper()
+	f := newFixture(t, name, reaper.Config{})
+	i := issue(t, f.store, group, 0, 2*time.Second)
 	conn, err := connect(t, i)
 	must(t, err)
+	return f, i, conn
+}
+
+func TestReapTerminatesRunningSession(t *testing.T) {
+	f, i, conn := connectedLease(t, "sessions", "orders_read")
 	ctx := context.Background()
 	done := make(chan error, 1)
 	go func() { _, err := conn.Exec(ctx, "SELECT pg_sleep(600)"); done <- err }()
@@ -145,14 +153,11 @@ func TestReapTerminatesRunningSession(t *testing.T) {
 }
 
 func TestReapReassignsOwnedObjects(t *testing.T) {
-	f := newFixture(t, "objects", reaper.Config{})
-	i := issue(t, f.store, "orders_write", 0, 2*time.Second)
-	conn, err := connect(t, i)
-	must(t, err)
+	f, i, conn := connectedLease(t, "objects", "orders_write")
 	ctx := context.Background()
 	table := "scratch.t_" + i.lease.Username[len(i.lease.Username)-6:]
 	seq := table + "_seq"
-	_, err = conn.Exec(ctx, "CREATE TABLE "+table+" (id int); CREATE SEQUENCE "+seq)
+	_, err := conn.Exec(ctx, "CREATE TABLE "+table+" (id int); CREATE SEQUENCE "+seq)
 	must(t, err)
 	time.Sleep(time.Until(i.lease.ExpiresAt) + 100*time.Millisecond)
 	sum, err := f.reaper.Reap(ctx, "objects", 10)
