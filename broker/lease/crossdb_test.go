@@ -13,6 +13,7 @@ import (
 
 	"github.com/ephemera-sh/ephemera/broker/admindb"
 	"github.com/ephemera-sh/ephemera/broker/lease"
+	"github.com/ephemera-sh/ephemera/broker/pgrole/pgroletest"
 )
 
 // otherDatabase creates a second database of the cluster where the writer
@@ -92,9 +93,7 @@ func TestRevokeReachesOtherDatabases(t *testing.T) {
 	if defaults != 0 {
 		t.Fatalf("%d default privilege entries left in %s", defaults, other)
 	}
-	var member bool
-	must(t, admin.QueryRow(ctx, "SELECT pg_has_role(current_user, 'orders_write', 'USAGE')").Scan(&member))
-	if member {
+	if pgroletest.Member(t, admin, "orders_write") {
 		t.Fatal("the admin role kept the membership it borrowed")
 	}
 }

@@ -11,16 +11,12 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
+	"github.com/ephemera-sh/ephemera/broker/pgrole/pgroletest"
 )
 
 func issueRequest(t *testing.T, ttl time.Duration) lease.IssueRequest {
 	t.Helper()
-	user, err := pgrole.NewUsername("readonly")
-	must(t, err)
-	pw, err := pgrole.NewPassword()
-	must(t, err)
-	v, err := pgrole.SCRAMVerifier(pw, 64)
-	must(t, err)
+	user, _, v := pgroletest.Login(t, "readonly", 64)
 	return lease.IssueRequest{
 		DBRole: "readonly", MemberOf: []string{"orders_read"}, Creation: []pgrole.Template{pgrole.DefaultCreation},
 		Username: user, Verifier: v, PrincipalARN: "arn:aws:iam::123456789012:role/r", Account: "123456789012",

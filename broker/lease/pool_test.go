@@ -14,6 +14,7 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/admindb"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
+	"github.com/ephemera-sh/ephemera/broker/pgrole/pgroletest"
 )
 
 // adminPool opens a pool the way the broker does: every connection
@@ -78,12 +79,7 @@ func randomName(prefix string) string {
 func issueWithPassword(t testing.TB, s *lease.Store, group string, ttl time.Duration) (*lease.Lease, string) {
 	t.Helper()
 	ctx := context.Background()
-	user, err := pgrole.NewUsername("test")
-	must(t, err)
-	pw, err := pgrole.NewPassword()
-	must(t, err)
-	v, err := pgrole.SCRAMVerifier(pw, 64)
-	must(t, err)
+	user, pw, v := pgroletest.Login(t, "test", 64)
 	mark, err := s.MarkTemplate(ctx)
 	must(t, err)
 	l, err := s.Issue(ctx, lease.IssueRequest{

@@ -15,6 +15,7 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
+	"github.com/ephemera-sh/ephemera/broker/pgrole/pgroletest"
 	"github.com/ephemera-sh/ephemera/broker/reaper"
 	"github.com/ephemera-sh/ephemera/sam/local/observe"
 )
@@ -64,12 +65,7 @@ type issued struct {
 // issue creates a lease (and role) that started issuedAgo ago and lasts ttl.
 func issue(t *testing.T, s *lease.Store, group string, issuedAgo, ttl time.Duration) issued {
 	t.Helper()
-	user, err := pgrole.NewUsername("test")
-	must(t, err)
-	pw, err := pgrole.NewPassword()
-	must(t, err)
-	v, err := pgrole.SCRAMVerifier(pw, 64)
-	must(t, err)
+	user, pw, v := pgroletest.Login(t, "test", 64)
 	l, err := s.Issue(context.Background(), lease.IssueRequest{
 		DBRole: "test", MemberOf: []string{group}, Creation: []pgrole.Template{pgrole.DefaultCreation},
 		Username: user, Verifier: v, PrincipalARN: "arn:aws:iam::123456789012:role/r", Account: "123456789012",
@@ -179,9 +175,7 @@ func TestReapReassignsOwnedObjects(t *testing.T) {
 		}
 	}
 	// The admin role gave back the memberships it borrowed.
-	var member bool
-	must(t, admin.QueryRow(ctx, "SELECT pg_has_role(current_user, 'orders_write', 'USAGE')").Scan(&member))
-	if member {
+	if pgroletest.Member(t, admin, "orders_write") {
 		t.Fatal("the admin role kept privileges of orders_write")
 	}
 }

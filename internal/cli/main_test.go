@@ -14,6 +14,7 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
+	"github.com/ephemera-sh/ephemera/broker/pgrole/pgroletest"
 	"github.com/ephemera-sh/ephemera/internal/cli"
 	"github.com/ephemera-sh/ephemera/sam/local/demodb"
 	"github.com/ephemera-sh/ephemera/sam/local/observe"
@@ -98,12 +99,7 @@ const fixtureRequestID = "fixture"
 // issued at issuedAt (which Issue truncates to the second) for ttl.
 func issue(t *testing.T, label, principal, session string, issuedAt time.Time, ttl time.Duration) *lease.Lease {
 	t.Helper()
-	user, err := pgrole.NewUsername("readonly")
-	must(t, err)
-	pw, err := pgrole.NewPassword()
-	must(t, err)
-	v, err := pgrole.SCRAMVerifier(pw, 16)
-	must(t, err)
+	user, _, v := pgroletest.Login(t, "readonly", 16)
 	l, err := lease.NewStore(admin, label).Issue(context.Background(), lease.IssueRequest{
 		DBRole: "readonly", MemberOf: []string{"orders_read"}, Creation: []pgrole.Template{pgrole.DefaultCreation},
 		Username: user, Verifier: v, PrincipalARN: principal, Account: "123456789012", Session: session,
