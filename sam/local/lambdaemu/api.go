@@ -351,11 +351,13 @@ func (e *Emulator) handleRuntimeNext(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// currentInvocationLocked returns the delivered, unanswered invocation
-// with the id in the path, or answers 400 InvalidRequestID.
-func (e *Emulator) currentInvocationLocked(w http.ResponseWriter, r *http.Request) *invocation {
+// answerInvocationLocked returns the delivered, unanswered invocation with
+// the id in the path, marked answered (the caller records the answer), or
+// answers 400 InvalidRequestID and returns nil.
+func (e *Emulator) answerInvocationLocked(w http.ResponseWriter, r *http.Request) *invocation {
 	if e.sb != nil {
 		if inv := e.sb.rt.current; inv != nil && inv.id == r.PathValue("id") && !inv.responded {
+			inv.responded = true
 			return inv
 		}
 	}
@@ -373,11 +375,10 @@ func (e *Emulator) handleRuntimeResponse(w http.ResponseWriter, r *http.Request)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	inv := e.currentInvocationLocked(w, r)
+	inv := e.answerInvocationLocked(w, r)
 	if inv == nil {
 		return
 	}
-	inv.responded = true
 	if len(body) > MaxPayloadSize {
 		inv.errorType = ErrorTypeResponseTooLarge
 		inv.response = errorPayload(ErrorTypeResponseTooLarge,
@@ -417,11 +418,10 @@ func (e *Emulator) handleRuntimeError(w http.ResponseWriter, r *http.Request) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	inv := e.currentInvocationLocked(w, r)
+	inv := e.answerInvocationLocked(w, r)
 	if inv == nil {
 		return
 	}
-	inv.responded = true
 	inv.response = body
 	inv.errorType = typ
 	e.recordLocked("runtime error %s type=%s", inv.id, typ)

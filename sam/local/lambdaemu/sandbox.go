@@ -314,16 +314,8 @@ func (e *Emulator) runInit(ctx context.Context) error {
 	e.mu.Unlock()
 
 	// Extension init: every extension must register.
-	err = e.waitUntil(ctx, deadline, func() bool {
-		return sb.initErr != nil || len(sb.unregistered()) == 0
-	})
-	if err != nil {
-		return e.failInit(sb, e.initWaitError(sb, err))
-	}
-	e.mu.Lock()
-	if sb.initErr != nil {
-		e.mu.Unlock()
-		return e.failInit(sb, nil)
+	if err := e.awaitInit(ctx, sb, deadline, func() bool { return len(sb.unregistered()) == 0 }); err != nil {
+		return err
 	}
 	// Runtime init.
 	sb.phase = phaseRuntimeInit
@@ -336,16 +328,8 @@ func (e *Emulator) runInit(ctx context.Context) error {
 	e.mu.Unlock()
 
 	// INIT ends when the runtime and every extension wait in next.
-	err = e.waitUntil(ctx, deadline, func() bool {
-		return sb.initErr != nil || sb.everyoneIdle()
-	})
-	if err != nil {
-		return e.failInit(sb, e.initWaitError(sb, err))
-	}
-	e.mu.Lock()
-	if sb.initErr != nil {
-		e.mu.Unlock()
-		return e.failInit(sb, nil)
+	if err := e.awaitInit(ctx, sb, deadline, sb.everyoneIdle); err != nil {
+		return err
 	}
 	sb.phase = phaseIdle
 	e.recordLocked("init done")
@@ -359,6 +343,22 @@ func (e *Emulator) runInit(ctx context.Context) error {
 }
 
 // initWaitError turns a failed wait during INIT into the error to return.
+// awaitInit waits (until deadline) for cond or an INIT failure. It returns nil
+// with e.mu held when cond came true first; otherwise it fails INIT and returns
+// what failInit returns, without e.mu.
+func (e *Emulator) awaitInit(ctx context.Context, sb *sandbox, deadline time.Time, cond func() bool) error {
+	err := e.waitUntil(ctx, deadline, func() bool { return sb.initErr != nil || cond() })
+	if err != nil {
+		return e.failInit(sb, e.initWaitError(sb, err))
+	}
+	e.mu.Lock()
+	if sb.initErr != nil {
+		e.mu.Unlock()
+		return e.failInit(sb, nil)
+	}
+	return nil
+}
+
 func (e *Emulator) initWaitError(sb *sandbox, err error) error {
 	if !errors.Is(err, errDeadline) {
 		return err // context or ErrClosed
