@@ -13,6 +13,7 @@
 package reaper
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -87,15 +88,10 @@ type Reaper struct {
 
 // New returns a reaper over stores (by configured database name).
 func New(stores map[string]*lease.Store, auditLog *audit.Log, logger *slog.Logger, cfg Config) *Reaper {
-	if cfg.Batch <= 0 {
-		cfg.Batch = DefaultBatch
-	}
-	if cfg.MaxBatches <= 0 {
-		cfg.MaxBatches = DefaultMaxBatches
-	}
-	if cfg.SweepGrace <= 0 {
-		cfg.SweepGrace = DefaultSweepGrace
-	}
+	// A zero (or negative) setting takes its default: cmp.Or picks the first non-zero.
+	cfg.Batch = cmp.Or(max(cfg.Batch, 0), DefaultBatch)
+	cfg.MaxBatches = cmp.Or(max(cfg.MaxBatches, 0), DefaultMaxBatches)
+	cfg.SweepGrace = cmp.Or(max(cfg.SweepGrace, 0), DefaultSweepGrace)
 	if cfg.AuditRetention == 0 {
 		cfg.AuditRetention = DefaultAuditRetention
 	}

@@ -62,6 +62,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -229,21 +230,12 @@ func New(b Broker, creds []config.Credential, opts Options) (*Agent, error) {
 	if len(creds) == 0 && len(opts.AWSProfiles) == 0 {
 		return nil, errors.New("agent: no credentials or AWS profiles configured")
 	}
-	if opts.InitTimeout <= 0 {
-		opts.InitTimeout = config.DefaultInitTimeout
-	}
-	if opts.RefreshTimeout <= 0 {
-		opts.RefreshTimeout = DefaultRefreshTimeout
-	}
-	if opts.RetryBase <= 0 {
-		opts.RetryBase = DefaultRetryBase
-	}
-	if opts.RetryMax <= 0 {
-		opts.RetryMax = DefaultRetryMax
-	}
-	if opts.FetchWait <= 0 {
-		opts.FetchWait = DefaultFetchWait
-	}
+	// A zero (or negative) setting takes its default: cmp.Or picks the first non-zero.
+	opts.InitTimeout = cmp.Or(max(opts.InitTimeout, 0), config.DefaultInitTimeout)
+	opts.RefreshTimeout = cmp.Or(max(opts.RefreshTimeout, 0), DefaultRefreshTimeout)
+	opts.RetryBase = cmp.Or(max(opts.RetryBase, 0), DefaultRetryBase)
+	opts.RetryMax = cmp.Or(max(opts.RetryMax, 0), DefaultRetryMax)
+	opts.FetchWait = cmp.Or(max(opts.FetchWait, 0), DefaultFetchWait)
 	opts.FetchWait = min(opts.FetchWait, opts.InitTimeout)
 	if opts.Clock == nil {
 		opts.Clock = time.Now

@@ -46,6 +46,7 @@ package brokerclient
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -154,18 +155,11 @@ func New(cfg Config) (*Client, error) {
 	// to the configured broker only. The 3xx answer itself becomes an *Error.
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	cfg.HTTPClient = &hc
-	if cfg.MaxAttempts < 1 {
-		cfg.MaxAttempts = DefaultMaxAttempts
-	}
-	if cfg.BaseDelay <= 0 {
-		cfg.BaseDelay = DefaultBaseDelay
-	}
-	if cfg.MaxDelay <= 0 {
-		cfg.MaxDelay = DefaultMaxDelay
-	}
-	if cfg.AttemptTimeout <= 0 {
-		cfg.AttemptTimeout = DefaultAttemptTimeout
-	}
+	// A zero (or negative) setting takes its default: cmp.Or picks the first non-zero.
+	cfg.MaxAttempts = cmp.Or(max(cfg.MaxAttempts, 0), DefaultMaxAttempts)
+	cfg.BaseDelay = cmp.Or(max(cfg.BaseDelay, 0), DefaultBaseDelay)
+	cfg.MaxDelay = cmp.Or(max(cfg.MaxDelay, 0), DefaultMaxDelay)
+	cfg.AttemptTimeout = cmp.Or(max(cfg.AttemptTimeout, 0), DefaultAttemptTimeout)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

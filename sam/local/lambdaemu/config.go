@@ -1,6 +1,7 @@
 package lambdaemu
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -114,24 +115,13 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("lambdaemu: extensions dir: %w", err)
 		}
 	}
-	if c.FunctionName == "" {
-		c.FunctionName = DefaultFunctionName
-	}
-	if c.Region == "" {
-		c.Region = DefaultRegion
-	}
-	if c.MemoryMB <= 0 {
-		c.MemoryMB = DefaultMemoryMB
-	}
-	if c.Timeout <= 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.InitTimeout <= 0 {
-		c.InitTimeout = DefaultInitTimeout
-	}
-	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
+	// A zero (or negative) setting takes its default: cmp.Or picks the first non-zero.
+	c.FunctionName = cmp.Or(c.FunctionName, DefaultFunctionName)
+	c.Region = cmp.Or(c.Region, DefaultRegion)
+	c.MemoryMB = cmp.Or(max(c.MemoryMB, 0), DefaultMemoryMB)
+	c.Timeout = cmp.Or(max(c.Timeout, 0), DefaultTimeout)
+	c.InitTimeout = cmp.Or(max(c.InitTimeout, 0), DefaultInitTimeout)
+	c.ShutdownTimeout = cmp.Or(max(c.ShutdownTimeout, 0), DefaultShutdownTimeout)
 	if c.Output == nil {
 		c.Output = io.Discard
 	}
