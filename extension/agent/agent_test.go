@@ -93,6 +93,17 @@ func mustGet(t *testing.T, a *agent.Agent, name string, refresh bool) agent.Cred
 	return c
 }
 
+// started returns an agent with default options, started, and the first read of
+// the orders credential.
+func (f *fixture) started(t *testing.T) (*agent.Agent, agent.Credential) {
+	t.Helper()
+	a := f.agent(t, agent.Options{})
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return a, mustGet(t, a, "orders", false)
+}
+
 // eventually polls cond for up to 10 s (the machine is shared; never a tight bound).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -275,11 +286,7 @@ func TestRenewThenReissueAtMaxTTL(t *testing.T) {
 
 func TestExpiredWhileFrozenIssuesNew(t *testing.T) {
 	f := newFixture(t)
-	a := f.agent(t, agent.Options{})
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	first := mustGet(t, a, "orders", false)
+	a, first := f.started(t)
 	f.at(16 * time.Minute) // the sandbox slept through the expiry
 	c := mustGet(t, a, "orders", false)
 	if c.LeaseID == first.LeaseID {
@@ -299,11 +306,7 @@ func TestExpiredWhileFrozenIssuesNew(t *testing.T) {
 
 func TestRenewalRefusedIssuesNew(t *testing.T) {
 	f := newFixture(t)
-	a := f.agent(t, agent.Options{})
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	first := mustGet(t, a, "orders", false)
+	a, first := f.started(t)
 	f.at(13 * time.Minute)
 	f.b.FailNext(1, 409, "lease_revoked")
 	c := mustGet(t, a, "orders", false)
@@ -317,11 +320,7 @@ func TestRenewalRefusedIssuesNew(t *testing.T) {
 
 func TestBrokerDownServesCachedUntilExpiry(t *testing.T) {
 	f := newFixture(t)
-	a := f.agent(t, agent.Options{})
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	first := mustGet(t, a, "orders", false)
+	a, first := f.started(t)
 	f.b.SetDown(true)
 	f.at(13 * time.Minute)
 	if c := mustGet(t, a, "orders", false); c.LeaseID != first.LeaseID {
@@ -362,11 +361,7 @@ func TestBrokerRefusalIsNotUnavailable(t *testing.T) {
 
 func TestForcedRefresh(t *testing.T) {
 	f := newFixture(t)
-	a := f.agent(t, agent.Options{})
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	first := mustGet(t, a, "orders", false)
+	a, first := f.started(t)
 	c := mustGet(t, a, "orders", true)
 	if c.LeaseID == first.LeaseID || c.Username == first.Username {
 		t.Fatal("refresh=true kept the credential")
@@ -381,11 +376,7 @@ func TestForcedRefresh(t *testing.T) {
 
 func TestOnInvokeRefreshesBeforeDeadline(t *testing.T) {
 	f := newFixture(t)
-	a := f.agent(t, agent.Options{})
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	first := mustGet(t, a, "orders", false)
+	a, first := f.started(t)
 	ctx := context.Background()
 
 	// 10m left, well over the margin; an invocation of 1 minute needs nothing.
@@ -425,11 +416,7 @@ func TestOnInvokeRefreshesBeforeDeadline(t *testing.T) {
 func TestOnInvokeIssuesWhenMaxIsBeforeDeadline(t *testing.T) {
 	f := newFixture(t)
 	f.b.SetTTLs(15*time.Minute, 20*time.Minute)
-	a := f.agent(t, agent.Options{})
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	first := mustGet(t, a, "orders", false)
+	a, first := f.started(t)
 	f.at(10 * time.Minute) // max_expires_at is 10m away, the invocation needs 14m
 	if err := a.OnInvoke(context.Background(), f.clock.Now().Add(14*time.Minute)); err != nil {
 		t.Fatal(err)
@@ -443,26 +430,31 @@ func TestOnInvokeIssuesWhenMaxIsBeforeDeadline(t *testing.T) {
 	}
 }
 
-func TestConcurrentReadsCollapse(t *testing.T) {
-	f := newFixture(t)
-	a := f.agent(t, agent.Options{})
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	first := mustGet(t, a, "orders", false)
-	f.at(13 * time.Minute)
+// readTogether starts n reads while the broker double holds its answers, waits
+// until one broker call (what) is in flight, lets it answer, and returns every
+// read's result and error.
+func readTogether[T any](t *testing.T, f *fixture, n int, what string, read func() (T, error)) ([]T, []error) {
+	t.Helper()
 	release := f.b.Hold()
-	const readers = 50
 	var wg sync.WaitGroup
-	results := make([]agent.Credential, readers)
-	errs := make([]error, readers)
-	for i := range readers {
-		wg.Go(func() { results[i], errs[i] = a.Get(context.Background(), "orders", false) })
+	results := make([]T, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { results[i], errs[i] = read() })
 	}
-	eventually(t, "the renewal in flight", func() bool { return f.b.InFlight() == 1 })
-	time.Sleep(50 * time.Millisecond)
+	eventually(t, what, func() bool { return f.b.InFlight() == 1 })
+	time.Sleep(50 * time.Millisecond) // let the other reads join the one in flight
 	release()
 	wg.Wait()
+	return results, errs
+}
+
+func TestConcurrentReadsCollapse(t *testing.T) {
+	f := newFixture(t)
+	a, first := f.started(t)
+	f.at(13 * time.Minute)
+	const readers = 50
+	results, errs := readTogether(t, f, readers, "the renewal in flight", func() (agent.Credential, error) { return a.Get(context.Background(), "orders", false) })
 	for i := range readers {
 		if errs[i] != nil {
 			t.Fatalf("reader %d: %v", i, errs[i])
@@ -638,18 +630,8 @@ func TestLazyReadFetchesMissingCredential(t *testing.T) {
 
 	f.b.SetDown(false)
 	n := f.b.Count("issue")
-	release := f.b.Hold()
 	const readers = 20
-	var wg sync.WaitGroup
-	results := make([]agent.Credential, readers)
-	errs := make([]error, readers)
-	for i := range readers {
-		wg.Go(func() { results[i], errs[i] = a.Get(context.Background(), "orders", false) })
-	}
-	eventually(t, "the issue in flight", func() bool { return f.b.InFlight() == 1 })
-	time.Sleep(30 * time.Millisecond)
-	release()
-	wg.Wait()
+	results, errs := readTogether(t, f, readers, "the issue in flight", func() (agent.Credential, error) { return a.Get(context.Background(), "orders", false) })
 	for i := range readers {
 		if errs[i] != nil || results[i].Username == "" || results[i].LeaseID != results[0].LeaseID {
 			t.Fatalf("reader %d: %v %v", i, results[i], errs[i])

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +44,17 @@ func mustGetAWS(t *testing.T, a *agent.Agent, name string, refresh bool) agent.A
 		t.Fatalf("GetAWS(%q): %v", name, err)
 	}
 	return c
+}
+
+// startedAWS returns an agent with default options, started, and the first read of
+// the reports AWS session.
+func (f *fixture) startedAWS(t *testing.T) (*agent.Agent, agent.AWSCredential) {
+	t.Helper()
+	a := f.awsAgent(t, agent.Options{})
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return a, mustGetAWS(t, a, "reports", false)
 }
 
 // Database credentials and AWS sessions are fetched together at INIT, each in its own
@@ -163,11 +173,7 @@ func TestAWSRefreshRule(t *testing.T) {
 
 func TestAWSForcedRefresh(t *testing.T) {
 	f := newFixture(t)
-	a := f.awsAgent(t, agent.Options{})
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	first := mustGetAWS(t, a, "reports", false)
+	a, first := f.startedAWS(t)
 	second := mustGetAWS(t, a, "reports", true)
 	if second.AccessKeyID == first.AccessKeyID {
 		t.Fatal("a forced refresh kept the session")
@@ -182,11 +188,7 @@ func TestAWSForcedRefresh(t *testing.T) {
 
 func TestAWSOnInvoke(t *testing.T) {
 	f := newFixture(t)
-	a := f.awsAgent(t, agent.Options{})
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	first := mustGetAWS(t, a, "reports", false)
+	a, first := f.startedAWS(t)
 	ctx := context.Background()
 
 	// 11m left, short invocation: nothing to do.
@@ -226,11 +228,7 @@ func TestAWSOnInvoke(t *testing.T) {
 
 func TestAWSBrokerDownServesCachedUntilExpiration(t *testing.T) {
 	f := newFixture(t)
-	a := f.awsAgent(t, agent.Options{})
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	first := mustGetAWS(t, a, "reports", false)
+	a, first := f.startedAWS(t)
 	f.b.SetDown(true)
 	f.at(12 * time.Minute)
 	if c := mustGetAWS(t, a, "reports", false); c.AccessKeyID != first.AccessKeyID {
@@ -268,24 +266,10 @@ func TestAWSRefusal(t *testing.T) {
 
 func TestAWSConcurrentReadsCollapse(t *testing.T) {
 	f := newFixture(t)
-	a := f.awsAgent(t, agent.Options{})
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	first := mustGetAWS(t, a, "reports", false)
+	a, first := f.startedAWS(t)
 	f.at(11 * time.Minute)
-	release := f.b.Hold()
 	const readers = 50
-	var wg sync.WaitGroup
-	results := make([]agent.AWSCredential, readers)
-	errs := make([]error, readers)
-	for i := range readers {
-		wg.Go(func() { results[i], errs[i] = a.GetAWS(context.Background(), "reports", false) })
-	}
-	eventually(t, "the assume in flight", func() bool { return f.b.InFlight() == 1 })
-	time.Sleep(50 * time.Millisecond)
-	release()
-	wg.Wait()
+	results, errs := readTogether(t, f, readers, "the assume in flight", func() (agent.AWSCredential, error) { return a.GetAWS(context.Background(), "reports", false) })
 	for i := range readers {
 		if errs[i] != nil {
 			t.Fatalf("reader %d: %v", i, errs[i])
