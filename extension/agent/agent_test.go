@@ -645,13 +645,21 @@ func TestLazyReadFetchesMissingCredential(t *testing.T) {
 	}
 }
 
+// lazyHanging returns a lazy agent that started while the broker was down; the
+// broker is then up but hangs every call until the test ends.
+func (f *fixture) lazyHanging(t *testing.T, opts agent.Options) *agent.Agent {
+	t.Helper()
+	a := f.lazyDown(t, opts)
+	f.b.SetDown(false)
+	f.b.Hang()
+	t.Cleanup(f.b.Unhang)
+	return a
+}
+
 // The read's wait for a missing credential is bounded by FetchWait.
 func TestLazyReadWaitIsBounded(t *testing.T) {
 	f := newFixture(t)
-	a := f.lazyDown(t, agent.Options{FetchWait: 100 * time.Millisecond})
-	f.b.SetDown(false)
-	f.b.Hang()
-	defer f.b.Unhang()
+	a := f.lazyHanging(t, agent.Options{FetchWait: 100 * time.Millisecond})
 	done := make(chan error, 1)
 	go func() {
 		_, err := a.Get(context.Background(), "orders", false)
@@ -704,10 +712,7 @@ func TestLazyInvokeFetchesMissingCredential(t *testing.T) {
 // The fetch on INVOKE gives up in time against a broker that hangs, and reports it.
 func TestLazyInvokeFetchIsBounded(t *testing.T) {
 	f := newFixture(t)
-	a := f.lazyDown(t, agent.Options{InitTimeout: 200 * time.Millisecond})
-	f.b.SetDown(false)
-	f.b.Hang()
-	defer f.b.Unhang()
+	a := f.lazyHanging(t, agent.Options{InitTimeout: 200 * time.Millisecond})
 	done := make(chan error, 1)
 	go func() { done <- a.OnInvoke(context.Background(), f.clock.Now().Add(time.Hour)) }()
 	select {
@@ -733,14 +738,21 @@ func TestStartBoundedByInitTimeout(t *testing.T) {
 	}
 }
 
-func TestRevokeAll(t *testing.T) {
-	f := newFixture(t)
+// startedAB returns a started agent with two credentials, a and b.
+func (f *fixture) startedAB(t *testing.T) *agent.Agent {
+	t.Helper()
 	a := f.agent(t, agent.Options{},
 		config.Credential{Name: "a", Database: "orders", Role: "readonly"},
 		config.Credential{Name: "b", Database: "orders", Role: "writer"})
 	if err := a.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	return a
+}
+
+func TestRevokeAll(t *testing.T) {
+	f := newFixture(t)
+	a := f.startedAB(t)
 	if err := a.RevokeAll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -759,12 +771,7 @@ func TestRevokeAll(t *testing.T) {
 
 func TestRevokeAllWithinDeadlineWhenBrokerHangs(t *testing.T) {
 	f := newFixture(t)
-	a := f.agent(t, agent.Options{},
-		config.Credential{Name: "a", Database: "orders", Role: "readonly"},
-		config.Credential{Name: "b", Database: "orders", Role: "writer"})
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	a := f.startedAB(t)
 	f.b.Hang()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
