@@ -300,13 +300,11 @@ func auditRows(t *testing.T, requestID string) []auditRow {
 	rows, err := conn.Query(context.Background(), `SELECT event, decision, reason, principal_arn, username,
 		coalesce(lease_id::text, ''), policies, ttl_seconds FROM ephemera.audit_log WHERE request_id = $1 ORDER BY id`, requestID)
 	must(t, err)
-	var out []auditRow
-	for rows.Next() {
-		var r auditRow
-		must(t, rows.Scan(&r.Event, &r.Decision, &r.Reason, &r.PrincipalARN, &r.Username, &r.LeaseID, &r.Policies, &r.TTLSeconds))
-		out = append(out, r)
-	}
-	must(t, rows.Err())
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (r auditRow, err error) {
+		err = row.Scan(&r.Event, &r.Decision, &r.Reason, &r.PrincipalARN, &r.Username, &r.LeaseID, &r.Policies, &r.TTLSeconds)
+		return r, err
+	})
+	must(t, err)
 	return out
 }
 
