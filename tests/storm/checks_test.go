@@ -49,8 +49,12 @@ func checkAnswers(t *testing.T, sc scenario, rec *recorder, procs []*brokerProc)
 	// log did.
 	heard := rec.requestIDs()
 	abandoned := map[string]int{} // cause → count
+	unavailable := map[string]int{}
 	for _, p := range procs {
 		for _, l := range lines(p.stderr, "request") {
+			if l.Status == http.StatusServiceUnavailable {
+				unavailable[l.Code+": "+l.Cause]++
+			}
 			if l.Status < 500 || l.Status == http.StatusServiceUnavailable {
 				continue
 			}
@@ -60,6 +64,9 @@ func checkAnswers(t *testing.T, sc scenario, rec *recorder, procs []*brokerProc)
 			}
 			abandoned[l.Cause]++
 		}
+	}
+	for _, cause := range sortedKeys(unavailable) {
+		t.Logf("brokers answered 503 %d times for %s", unavailable[cause], cause)
 	}
 	for _, cause := range sortedKeys(abandoned) {
 		t.Logf("DEFECT: brokers answered 500 internal to %d requests whose client had given up, cause %q", abandoned[cause], cause)
