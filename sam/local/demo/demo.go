@@ -559,7 +559,7 @@ More request files: %s
 Watch the leases and the audit trail as the broker's admin (its DSN, with the
 throwaway password, is in a file only you can read):
   EPHEMERA_DATABASE_URL="$(cat %s)" ephemera leases
-  EPHEMERA_DATABASE_URL="$(cat %s)" ephemera audit --database orders
+  EPHEMERA_DATABASE_URL="$(cat %s)" ephemera audit --database orders --since 1h
 
 Run your own function against this kind of stack: ephemera local invoke --help
 `, s.BrokerURL, s.Audience, opts.ReapEvery, s.PG.Port(), s.PG.Database(), s.STS.URL(), logFile.Name(),
