@@ -181,7 +181,7 @@ func Start(ctx context.Context, opts Options) (_ *Function, err error) {
 		f.Stack.BrokerURL, f.Stack.Audience, f.Stack.PG.Port(), f.Stack.STS.URL())
 	fmt.Fprintf(logs, "[local] function %s, execution role %s\n", f.Name, stack.RoleARN(role))
 
-	vars := f.environment(env)
+	vars := environment(env, f.Stack.BrokerURL, f.Stack.Audience, f.Stack.STS.URL(), logs)
 	for attempt := 1; ; attempt++ {
 		cfg, err := f.Stack.LambdaConfig(f.Identity, extDir, bootstrap, vars)
 		if err != nil {
@@ -204,23 +204,24 @@ func Start(ctx context.Context, opts Options) (_ *Function, err error) {
 // environment is the function's environment: the local defaults, then
 // env's variables (those Lambda reserves are dropped), then the local
 // broker's URL and audience, which always win.
-func (f *Function) environment(env map[string]string) map[string]string {
+func environment(env map[string]string, brokerURL, audience, stsURL string, logs io.Writer) map[string]string {
 	vars := map[string]string{
 		"EPHEMERA_CREDENTIALS":  DefaultCredentials,
 		"EPHEMERA_AWS_PROFILES": DefaultAWSProfiles,
 		"EPHEMERA_INIT_TIMEOUT": DefaultInitTimeout,
-		"AWS_ENDPOINT_URL_STS":  f.Stack.STS.URL(),
+		"AWS_ENDPOINT_URL_STS":  stsURL,
 	}
 	for _, k := range sortedKeys(env) {
 		if reserved(k) {
-			fmt.Fprintf(f.logs, "[local] env.json: %s is reserved by Lambda: ignored\n", k)
+			fmt.Fprintf(logs, "[local] env.json: %s is reserved by Lambda: ignored\n", k)
 			continue
 		}
 		vars[k] = env[k]
 	}
-	for k, v := range map[string]string{"EPHEMERA_BROKER_URL": f.Stack.BrokerURL, "EPHEMERA_AUDIENCE": f.Stack.Audience} {
-		if old, ok := vars[k]; ok && old != v && env[k] != "" {
-			fmt.Fprintf(f.logs, "[local] env.json: %s=%s replaced by the local broker's %s\n", k, old, v)
+	for _, kv := range [][2]string{{"EPHEMERA_BROKER_URL", brokerURL}, {"EPHEMERA_AUDIENCE", audience}} {
+		k, v := kv[0], kv[1]
+		if old := vars[k]; old != "" && old != v {
+			fmt.Fprintf(logs, "[local] env.json: %s=%s replaced by the local broker's %s\n", k, old, v)
 		}
 		vars[k] = v
 	}
