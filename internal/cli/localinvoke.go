@@ -23,7 +23,7 @@ import (
 const localFunctionHelp = `FUNCTION is a directory holding an executable "bootstrap" (the custom-runtime
 layout Lambda runs: any language), an executable (a Go function built with
 -tags lambda.norpc), or a command with its arguments, run in the current
-directory (after "--"). It runs under a Docker-free Lambda emulator (Runtime
+directory, its LAMBDA_TASK_ROOT (after "--"). It runs under a Docker-free Lambda emulator (Runtime
 and Extensions API, frozen between invocations) with the ephemera extension
 attached, against a local stack: a throwaway PostgreSQL with database
 "orders", the SigV4-verifying STS emulator, the broker and its reaper.
@@ -58,9 +58,10 @@ Your own function, step by step:
   Python  a folder with handler.py, ephemera.py (copy it from
           functions/demo-python) and a bootstrap like demo-python's
   Node    likewise from functions/demo-node (npm ci first)
-  Go      go build -tags lambda.norpc -o bin/myfn ./myfn, then FUNCTION is
-          bin/myfn, or: -- go run -tags lambda.norpc ./myfn
-then write env.json with your EPHEMERA_CREDENTIALS and an event file.`
+  Go      go build -tags lambda.norpc -o bin/myfn ./myfn; FUNCTION is bin/myfn
+then write env.json with your EPHEMERA_CREDENTIALS and an event file. A
+command gets Lambda's environment, not your shell's (no HOME, no GOPATH):
+build first rather than go run.`
 
 func localInvokeCommand() *command {
 	return &command{
@@ -78,8 +79,10 @@ revokes its leases). A function error prints its error document and exits 1.
     --event functions/demo-python/local/event.json functions/demo-python
 ephemera local invoke --env-vars functions/demo-node/local/env.json \
     --event functions/demo-node/local/event.json functions/demo-node
-ephemera local invoke --role orders-api-reports --event ev.json -- \
-    go run -tags lambda.norpc ./functions/demo`,
+go build -tags lambda.norpc -o bin/orders-go ./functions/demo
+ephemera local invoke --event functions/demo-python/local/event.json bin/orders-go
+cd functions/demo-node && ephemera local invoke --env-vars local/env.json \
+    --event local/event.json -- node runtime.js handler.handler`,
 		setup: func(c *CLI, fs *flag.FlagSet) func(context.Context, []string) error {
 			var lf localFunctionFlags
 			lf.register(fs)

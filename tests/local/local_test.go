@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ephemera-sh/ephemera/internal/cli"
+	"github.com/ephemera-sh/ephemera/sam/local/gobuild"
 	"github.com/ephemera-sh/ephemera/sam/local/observe"
 )
 
@@ -268,4 +269,46 @@ func TestLambdaBinariesLinkNoEmulator(t *testing.T) {
 			t.Errorf("a Lambda binary links %s", p)
 		}
 	}
+}
+
+// TestInvokeGoExecutable: a Go function built with -tags lambda.norpc runs as an executable
+// (the README's Go example): its name is the file's base name, and it reads the orders as
+// an ephemeral user with the default EPHEMERA_CREDENTIALS (no env.json).
+func TestInvokeGoExecutable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "orders-go")
+	if err := gobuild.To(ctx, bin, gobuild.ModulePath+"/functions/demo", gobuild.Options{Tags: []string{gobuild.NoRPC}}); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr observe.Buffer
+	code := cli.Main(ctx, []string{"local", "invoke", "--event", runtimes[0].dir + "/local/event.json", bin}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\n--- stdout\n%s--- stderr\n%s", code, stdout.String(), stderr.String())
+	}
+	a := decode(t, []byte(stdout.String()))
+	if a.Status != http.StatusOK || !strings.HasPrefix(a.CurrentUser, "eph_readonly_") || len(a.Orders) != 3 {
+		t.Fatalf("answer %+v", a)
+	}
+	if !strings.Contains(stderr.String(), "[local] function orders-go, execution role arn:aws:iam::123456789012:role/orders-api-local") {
+		t.Errorf("stderr:\n%s", stderr.String())
+	}
+}
+
+// TestInvokeCommand: a function given as a command (here node and the demo's runtime loop)
+// runs in the current directory, its LAMBDA_TASK_ROOT, with the environment of env.json:
+// the help's example, run from functions/demo-node.
+func TestInvokeCommand(t *testing.T) {
+	rt := runtimes[1]
+	requireRuntime(t, rt)
+	t.Chdir(rt.dir)
+	var stdout, stderr observe.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	code := cli.Main(ctx, []string{"local", "invoke", "--env-vars", "local/env.json", "--event", "local/event.json",
+		"--", "node", "runtime.js", "handler.handler"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\n--- stdout\n%s--- stderr\n%s", code, stdout.String(), stderr.String())
+	}
+	checkOrders(t, decode(t, []byte(stdout.String())), rt.function)
 }

@@ -10,9 +10,10 @@ import (
 
 // TestBootstrapOf: a directory runs its executable bootstrap, an executable runs itself, and
 // a command with arguments runs through a wrapper bootstrap that changes to the current
-// directory and passes the arguments unchanged (spaces and quotes included). A directory
-// without a bootstrap, a directory with arguments, and an unknown command are errors that
-// say what is expected. The default function name is the base name, made a Lambda name.
+// directory, makes it LAMBDA_TASK_ROOT, and passes the arguments unchanged (spaces and
+// quotes included). A directory without a bootstrap, a directory with arguments, and an
+// unknown command are errors that say what is expected. The default function name is the
+// base name, made a Lambda name.
 func TestBootstrapOf(t *testing.T) {
 	dir := t.TempDir()
 	fnDir := filepath.Join(dir, "my fn.py")
@@ -42,7 +43,7 @@ func TestBootstrapOf(t *testing.T) {
 		t.Error("no command accepted")
 	}
 
-	wrapped, name, err := bootstrapOf([]string{"sh", "-c", `pwd; printf '%s|' "$@"`, "x", "a b", "it's"}, filepath.Join(dir, "work"))
+	wrapped, name, err := bootstrapOf([]string{"sh", "-c", `pwd; echo "$LAMBDA_TASK_ROOT"; printf '%s|' "$@"`, "x", "a b", "it's"}, filepath.Join(dir, "work"))
 	if err != nil || name != "sh" {
 		t.Fatalf("command: %q %v", name, err)
 	}
@@ -50,7 +51,7 @@ func TestBootstrapOf(t *testing.T) {
 	cmd.Dir = t.TempDir() // the wrapper goes back to where ephemera local was started
 	out, err := cmd.CombinedOutput()
 	wd, _ := os.Getwd()
-	if err != nil || string(out) != wd+"\na b|it's|" {
-		t.Errorf("the wrapper printed %q (%v), want %q", out, err, wd+"\na b|it's|")
+	if err != nil || string(out) != wd+"\n"+wd+"\na b|it's|" {
+		t.Errorf("the wrapper printed %q (%v), want %q", out, err, wd+"\n"+wd+"\na b|it's|")
 	}
 }

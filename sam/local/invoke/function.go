@@ -62,7 +62,7 @@ type Options struct {
 	// "bootstrap" (any runtime: the Lambda custom-runtime layout), an
 	// executable file (a Go binary built with -tags lambda.norpc), or a
 	// command and its arguments (looked up on PATH), run in the current
-	// directory.
+	// directory, which is then its LAMBDA_TASK_ROOT.
 	Command []string
 	// EnvVars is the parsed env.json (nil: none).
 	EnvVars *EnvVars
@@ -321,8 +321,9 @@ func bootstrapOf(command []string, dir string) (bootstrap, name string, err erro
 	if err != nil {
 		return "", "", fmt.Errorf("invoke: %w", err)
 	}
-	script := "#!/bin/sh\n# The function's command, run in the directory ephemera local was started in.\ncd " +
-		shellQuote(wd) + " || exit 1\nexec " + shellQuote(exe)
+	script := "#!/bin/sh\n# The function's command, run in the directory ephemera local was started in,\n" +
+		"# which is its LAMBDA_TASK_ROOT.\ncd " + shellQuote(wd) + " || exit 1\nexport LAMBDA_TASK_ROOT=" + shellQuote(wd) +
+		"\nexec " + shellQuote(exe)
 	for _, a := range command[1:] {
 		script += " " + shellQuote(a)
 	}
