@@ -517,6 +517,12 @@ func Serve(ctx context.Context, out io.Writer, opts Options) error {
 		return fmt.Errorf("demo: starting the local stack: %w", err)
 	}
 	defer s.Close()
+	// The admin DSN holds the throwaway cluster's admin password: it goes
+	// into a file of mode 0600, never onto the terminal.
+	dsnFile := filepath.Join(dir, "admin.dsn")
+	if err := os.WriteFile(dsnFile, []byte(s.AdminDSN), 0o600); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
 	id := s.Workload("orders-api-local", "orders-api")
 	var files []string
 	for i := 1; i <= 5; i++ {
@@ -549,11 +555,20 @@ Then log in with the answer's username and password:
   psql "host=127.0.0.1 port=%d dbname=%s user=<username> password=<password>" -c 'SELECT current_user, * FROM orders'
 
 More request files: %s
-Watch the leases and the audit trail:
-  EPHEMERA_DATABASE_URL='<admin DSN>' ephemera leases   # the admin DSN is in the broker's environment, see the logs
+
+Watch the leases and the audit trail as the broker's admin (its DSN, with the
+throwaway password, is in a file only you can read):
+  EPHEMERA_DATABASE_URL="$(cat %s)" ephemera leases
+  EPHEMERA_DATABASE_URL="$(cat %s)" ephemera audit --database orders --since 1h
+
+Run your own function against this kind of stack: ephemera local invoke --help
 `, s.BrokerURL, s.Audience, opts.ReapEvery, s.PG.Port(), s.PG.Database(), s.STS.URL(), logFile.Name(),
-		s.BrokerURL, stack.Account, files[0], s.BrokerURL, s.PG.Port(), s.PG.Database(), strings.Join(files[1:], " "))
+		s.BrokerURL, stack.Account, files[0], s.BrokerURL, s.PG.Port(), s.PG.Database(), strings.Join(files[1:], " "),
+		shellQuote(dsnFile), shellQuote(dsnFile))
 	<-ctx.Done()
 	fmt.Fprintln(out, "\nstopping…")
 	return nil
 }
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
