@@ -26,8 +26,10 @@ type runner struct {
 	dur, warm time.Duration
 	start     time.Time
 	e         *env
+	meter     *dbMeter
 	res       *results
 	rows      []row
+	workRows  []row // the database's work per operation, printed last
 }
 
 func main() {
@@ -155,15 +157,25 @@ func (r *runner) measureWith(ctx context.Context, conc, warmOps, maxOps int, op 
 // half, so that a drift of the machine's load biases neither side. The
 // broker's metrics sink records only during b's measured halves.
 func (r *runner) pair(ctx context.Context, conc int, a, b func(context.Context) error, prep func() error) (sa, sb sample, err error) {
+	sa, sb, _, _, err = r.pairW(ctx, conc, a, b, prep)
+	return sa, sb, err
+}
+
+// pairW is pair that also meters the database's work on each side (see dbMeter).
+func (r *runner) pairW(ctx context.Context, conc int, a, b func(context.Context) error, prep func() error) (sa, sb sample, wa, wb dbWork, err error) {
 	half := r.dur / 2
 	r.e.sink.reset()
 	for range 2 {
 		for i, op := range []func(context.Context) error{a, b} {
 			if err := prep(); err != nil {
-				return sa, sb, err
+				return sa, sb, wa, wb, err
 			}
 			if w := drive(ctx, conc, r.warm/2, lots, op); w.n() == 0 && w.errs > 0 {
-				return sa, sb, fmt.Errorf("warm-up failed: %w", w.firstErr)
+				return sa, sb, wa, wb, fmt.Errorf("warm-up failed: %w", w.firstErr)
+			}
+			r0, err := r.meter.start(ctx)
+			if err != nil {
+				return sa, sb, wa, wb, err
 			}
 			r.e.sink.record(i == 1)
 			s := drive(ctx, conc, half, lots, op)
@@ -172,12 +184,18 @@ func (r *runner) pair(ctx context.Context, conc int, a, b func(context.Context) 
 				if s.firstErr == nil {
 					s.firstErr = errors.New("no operation completed")
 				}
-				return sa, sb, s.firstErr
+				return sa, sb, wa, wb, s.firstErr
+			}
+			w, err := r.meter.since(ctx, r0, s.n())
+			if err != nil {
+				return sa, sb, wa, wb, err
 			}
 			if i == 0 {
 				sa.merge(s)
+				wa.add(w)
 			} else {
 				sb.merge(s)
+				wb.add(w)
 			}
 		}
 	}
@@ -186,7 +204,22 @@ func (r *runner) pair(ctx context.Context, conc int, a, b func(context.Context) 
 			r.res.Errors = append(r.res.Errors, fmt.Sprintf("%d errors among %d operations (c=%d): %v", s.errs, s.errs+s.n(), conc, s.firstErr))
 		}
 	}
-	return sa, sb, nil
+	return sa, sb, wa, wb, nil
+}
+
+// measureW is measureWith (before: nil) that also meters the database's work.
+func (r *runner) measureW(ctx context.Context, conc, warmOps, maxOps int, op func(context.Context) error) (sample, dbWork, error) {
+	var r0 dbReading
+	var merr error
+	s, err := r.measureWith(ctx, conc, warmOps, maxOps, op, func() { r0, merr = r.meter.start(ctx) })
+	if err != nil {
+		return s, dbWork{}, err
+	}
+	if merr != nil {
+		return s, dbWork{}, merr
+	}
+	w, err := r.meter.since(ctx, r0, s.n())
+	return s, w, err
 }
 
 func (r *runner) run(ctx context.Context) error {
@@ -224,6 +257,9 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	defer e.close()
 	r.e = e
+	if r.meter, err = newDBMeter(ctx, e); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
 	r.res.Meta["pg_version"] = e.pgVersion
 	r.res.Meta["data_fs"] = e.dataFS
 	r.res.Meta["durable"] = true
@@ -242,13 +278,15 @@ func (r *runner) run(ctx context.Context) error {
 		name string
 		fn   func(context.Context) error
 	}{
-		{"issue (scram_iterations 4096)", func(ctx context.Context) error { return r.phaseIssue(ctx, dbDefault, 4096) }},
-		{"issue (scram_iterations 64)", func(ctx context.Context) error { return r.phaseIssue(ctx, dbFast, fastIters) }},
-		{"SQL replays of the issue", r.phaseReplay},
 		{"round trips", r.phaseRoundTrips},
+		{"issue (scram_iterations 4096)", func(ctx context.Context) error { return r.phaseIssue(ctx, dbDefault, 4096, "") }},
+		{"issue (scram_iterations 64)", func(ctx context.Context) error { return r.phaseIssue(ctx, dbFast, fastIters, "") }},
+		{"revoke (scram_iterations 4096)", func(ctx context.Context) error { return r.phaseRevoke(ctx, dbDefault, 4096, concurrencies, "") }},
+		{"revoke (scram_iterations 64)", func(ctx context.Context) error { return r.phaseRevoke(ctx, dbFast, fastIters, concurrencies, "") }},
+		{"pinned: PostgreSQL on one core, the rest on the other", r.phasePinned},
+		{"SQL replays of the issue", r.phaseReplay},
 		{"micro", r.phaseMicro},
 		{"cold pool", r.phaseColdPool},
-		{"revoke", r.phaseRevoke},
 		{"reaper", r.phaseReaper},
 		{"scale", r.phaseScale},
 		{"cpu", r.phaseCPU},
@@ -269,5 +307,7 @@ func (r *runner) run(ctx context.Context) error {
 			r.fail(p.name, err)
 		}
 	}
+	r.rows = append(r.rows, sectionRow("the database's work per operation: floor / broker (server CPU from /proc, WAL from pg_current_wal_lsn, write commits)"))
+	r.rows = append(r.rows, r.workRows...)
 	return nil
 }

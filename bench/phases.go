@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,7 +31,17 @@ func cs(c int) string { return strconv.Itoa(c) }
 // ---------------------------------------------------------------------------
 // 1+2. Floor and broker issue, side by side per concurrency.
 
-func (r *runner) phaseIssue(ctx context.Context, db string, iters int) error {
+// phaseIssue measures floor and broker issue in database db (whose
+// scram_iterations is iters) at every concurrency; setting, when not empty,
+// names the measurement (the pinned run) and skips the extras.
+func (r *runner) phaseIssue(ctx context.Context, db string, iters int, setting string) error {
+	concs := concurrencies
+	extras := setting == ""
+	if extras {
+		setting = "scram_" + cs(iters)
+	} else {
+		concs = []int{4, 16}
+	}
 	e := r.e
 	verifier, err := pgrole.SCRAMVerifier(fixturePassword, iters)
 	if err != nil {
@@ -41,12 +50,21 @@ func (r *runner) phaseIssue(ctx context.Context, db string, iters int) error {
 	brokerOp := func(ctx context.Context) error { _, err := e.issue(ctx, e.main.url, db); return err }
 	var floorRows, brokerRows []row
 	var stmtRow *row
-	for _, c := range concurrencies {
-		fl, br, err := r.pair(ctx, c, floorIssue(e.admin, db, verifier), brokerOp, func() error { return e.cleanup(ctx) })
+	for _, c := range concs {
+		fl, br, wf, wb, err := r.pairW(ctx, c, floorIssue(e.admin, db, verifier), brokerOp, func() error { return e.cleanup(ctx) })
 		if err != nil {
 			return fmt.Errorf("c=%d: %w", c, err)
 		}
+		r.recordWork(setting, c, "issue", wf, wb, fl.opsPerSec(), br.opsPerSec())
 		sIssue, sVerify, sPolicy, _ := e.sink.p50s()
+		if !extras {
+			r.rows = append(r.rows, row{phase: "  pinned: floor issue SQL, 1 round trip", conc: cs(c), p50: fmtDur(fl.p(0.5)), p99: fmtDur(fl.p(0.99)),
+				ops: fmtRate(fl.opsPerSec()), notes: fmt.Sprintf("n=%d", fl.n())},
+				row{phase: "  pinned: broker issue, HTTP end to end", conc: cs(c), p50: fmtDur(br.p(0.5)), p99: fmtDur(br.p(0.99)),
+					ops: fmtRate(br.opsPerSec()), floor: fmtRate(fl.opsPerSec()), ratio: fmtRatio(br.opsPerSec(), fl.opsPerSec()), notes: fmt.Sprintf("n=%d", br.n())})
+			r.step("  pinned c=%d floor %.0f/s, broker %.0f/s", c, fl.opsPerSec(), br.opsPerSec())
+			continue
+		}
 		if c == 1 && iters == 4096 {
 			// The same transaction one statement per round trip.
 			st, fl1, err := r.pair(ctx, c, floorIssueStatements(e.admin, db, verifier), floorIssue(e.admin, db, verifier), func() error { return e.cleanup(ctx) })
@@ -76,6 +94,9 @@ func (r *runner) phaseIssue(ctx context.Context, db string, iters int) error {
 				br.n(), fmtDur(sVerify), fmtDur(sPolicy), fmtDur(sIssue))})
 		r.step("  c=%d floor %.0f/s p50 %s, broker %.0f/s p50 %s p99 %s", c, fl.opsPerSec(), fmtDur(fl.p(0.5)), br.opsPerSec(), fmtDur(br.p(0.5)), fmtDur(br.p(0.99)))
 	}
+	if !extras {
+		return nil
+	}
 	r.rows = append(r.rows, sectionRow(fmt.Sprintf("issue, scram_iterations %d (database %s)", iters, db)))
 	r.rows = append(r.rows, floorRows...)
 	if stmtRow != nil {
@@ -98,12 +119,7 @@ func (r *runner) phaseIssue(ctx context.Context, db string, iters int) error {
 
 func (r *runner) phaseReplay(ctx context.Context) error {
 	e := r.e
-	async, err := e.poolWith(ctx, 16, func(pc *pgxpool.Config) { pc.ConnConfig.RuntimeParams["synchronous_commit"] = "off" })
-	if err != nil {
-		return err
-	}
-	defer async.Close()
-	variants, err := e.replays(dbFast, e.admin, async)
+	variants, err := e.replays(dbFast, e.admin)
 	if err != nil {
 		return err
 	}
@@ -114,25 +130,12 @@ func (r *runner) phaseReplay(ctx context.Context) error {
 		return err
 	}
 	defer proxy.ln.Close()
-	viaProxy := func(extra func(*pgxpool.Config)) (*pgxpool.Pool, error) {
-		return e.poolWith(ctx, 2, func(pc *pgxpool.Config) {
-			pc.ConnConfig.Port = uint16(proxy.port())
-			if extra != nil {
-				extra(pc)
-			}
-		})
-	}
-	ps, err := viaProxy(nil)
+	ps, err := e.poolWith(ctx, 2, func(pc *pgxpool.Config) { pc.ConnConfig.Port = uint16(proxy.port()) })
 	if err != nil {
 		return err
 	}
 	defer ps.Close()
-	pa, err := viaProxy(func(pc *pgxpool.Config) { pc.ConnConfig.RuntimeParams["synchronous_commit"] = "off" })
-	if err != nil {
-		return err
-	}
-	defer pa.Close()
-	counted, err := e.replays(dbFast, ps, pa)
+	counted, err := e.replays(dbFast, ps)
 	if err != nil {
 		return err
 	}
@@ -158,12 +161,13 @@ func (r *runner) phaseReplay(ctx context.Context) error {
 	r.res.RoundTrips["floor_issue"] = flights["floor"]
 	r.res.RoundTrips["floor_issue_per_statement"] = flights["floor per statement"]
 
-	r.rows = append(r.rows, sectionRow(fmt.Sprintf("the broker's issue SQL replayed through pgx, no HTTP/STS/policy (database %s, scram 64; variants alternate)", dbFast)))
+	r.rows = append(r.rows, sectionRow(fmt.Sprintf("the broker's issue SQL replayed through broker/lease, no HTTP/STS/policy (database %s, scram 64; variants alternate)", dbFast)))
 	floorV := replay{"floor (1 round trip, 1 commit)", floorIssue(e.admin, dbFast, verifier), 1}
 	flights[floorV.name] = flights["floor"]
 	all := append([]replay{floorV}, variants...)
 	for _, c := range []int{1, 16} {
 		got := make([]sample, len(all))
+		work := make([]dbWork, len(all))
 		for range 2 { // two rounds of half the window, variants alternating
 			for i, v := range all {
 				if err := e.cleanup(ctx); err != nil {
@@ -172,28 +176,40 @@ func (r *runner) phaseReplay(ctx context.Context) error {
 				if w := drive(ctx, c, r.warm/2, lots, v.op); w.n() == 0 && w.errs > 0 {
 					return fmt.Errorf("%s c=%d: %w", v.name, c, w.firstErr)
 				}
+				r0, err := r.meter.start(ctx)
+				if err != nil {
+					return err
+				}
 				s := drive(ctx, c, r.dur/2, lots, v.op)
 				if s.n() == 0 {
 					return fmt.Errorf("%s c=%d: %v", v.name, c, s.firstErr)
 				}
+				w, err := r.meter.since(ctx, r0, s.n())
+				if err != nil {
+					return err
+				}
 				got[i].merge(s)
+				work[i].add(w)
 			}
 		}
-		floor := got[0].opsPerSec()
+		floor, fw := got[0].opsPerSec(), work[0]
 		for i, v := range all {
-			s := got[i]
+			s, w := got[i], work[i]
 			if i > 0 {
 				r.res.Replay = append(r.res.Replay, replayRow{Variant: v.name, Concurrency: c, P50ms: round3(ms(s.p(0.5))), P99ms: round3(ms(s.p(0.99))),
 					OpsPerS: round3(s.opsPerSec()), FloorOpsPerS: round3(floor), RatioToFloor: ratio(s.opsPerSec(), floor), Flights: flights[v.name],
-					SyncCommits: v.syncCommits})
+					SyncCommits: v.syncCommits, PgCPUUs: w.cpuUsPerOp(), FloorPgCPUUs: fw.cpuUsPerOp(), WALBytes: w.walPerOp(),
+					FloorWALBytes: fw.walPerOp(), Commits: w.commitsPerOp()})
 			}
 			rw := row{phase: "  " + v.name, conc: cs(c), p50: fmtDur(s.p(0.5)), p99: fmtDur(s.p(0.99)), ops: fmtRate(s.opsPerSec()),
-				notes: fmt.Sprintf("%.0f round trip(s), %d synchronous commit(s)", flights[v.name], v.syncCommits)}
+				notes: fmt.Sprintf("%.0f round trip(s), %d synchronous commit(s); pg CPU %.0f µs/op (×%.2f), WAL %.0f B/op (×%.2f), commits %.2f",
+					flights[v.name], v.syncCommits, w.cpuUsPerOp(), ratio(w.cpuUsPerOp(), fw.cpuUsPerOp()), w.walPerOp(),
+					ratio(w.walPerOp(), fw.walPerOp()), w.commitsPerOp())}
 			if i > 0 {
 				rw.floor, rw.ratio = fmtRate(floor), fmtRatio(s.opsPerSec(), floor)
 			}
 			r.rows = append(r.rows, rw)
-			r.step("  %s c=%d: %.0f/s p50 %s", v.name, c, s.opsPerSec(), fmtDur(s.p(0.5)))
+			r.step("  %s c=%d: %.0f/s p50 %s, pg CPU %.0f µs/op, WAL %.0f B/op", v.name, c, s.opsPerSec(), fmtDur(s.p(0.5)), w.cpuUsPerOp(), w.walPerOp())
 		}
 	}
 	return nil
@@ -394,474 +410,6 @@ func (r *runner) phaseColdPool(ctx context.Context) error {
 		row{phase: "  first issue on a new broker", conc: "1", p50: fmtDur(percentile(firsts, 0.5)), notes: "n=3"},
 		row{phase: "  second issue on it", conc: "1", p50: fmtDur(percentile(seconds, 0.5)), notes: "n=3"})
 	return nil
-}
-
-// ---------------------------------------------------------------------------
-// Revoke: floor and broker over HTTP.
-
-func (r *runner) phaseRevoke(ctx context.Context) error {
-	e := r.e
-	counts := map[int]int{1: 250, 4: 400, 16: 600}
-	var floorRows, brokerRows []row
-	for _, c := range concurrencies {
-		warmN, n := 4*c+8, counts[c]
-		run := func(op func(next func() (fixture, bool)) func(context.Context) error) (sample, error) {
-			if err := e.cleanup(ctx); err != nil {
-				return sample{}, err
-			}
-			fs, err := e.makeFixtures(ctx, dbDefault, warmN+n, time.Now().Add(time.Hour))
-			if err != nil {
-				return sample{}, err
-			}
-			if _, err := e.super.Exec(ctx, "VACUUM ANALYZE ephemera.leases"); err != nil {
-				return sample{}, err
-			}
-			return r.measure(ctx, c, warmN, n, op(queue(fs)))
-		}
-		fl, err := run(func(next func() (fixture, bool)) func(context.Context) error { return floorRevoke(e.admin, next) })
-		if err != nil {
-			return fmt.Errorf("floor c=%d: %w", c, err)
-		}
-		br, err := run(func(next func() (fixture, bool)) func(context.Context) error {
-			return func(ctx context.Context) error {
-				f, ok := next()
-				if !ok {
-					return errExhausted
-				}
-				return e.revoke(ctx, e.main.url, f.leaseID)
-			}
-		})
-		if err != nil {
-			return fmt.Errorf("broker c=%d: %w", c, err)
-		}
-		r.res.Revoke = append(r.res.Revoke, revokeRow{Concurrency: c, OpsPerS: round3(br.opsPerSec()), FloorOpsPerS: round3(fl.opsPerSec()),
-			RatioToFloor: ratio(br.opsPerSec(), fl.opsPerSec()), P50ms: round3(ms(br.p(0.5))), P99ms: round3(ms(br.p(0.99))),
-			FloorP50ms: round3(ms(fl.p(0.5))), FloorP99ms: round3(ms(fl.p(0.99))), N: br.n(), FloorN: fl.n(), Errors: br.errs + fl.errs})
-		floorRows = append(floorRows, row{phase: "  floor revoke SQL, 1 round trip", conc: cs(c), p50: fmtDur(fl.p(0.5)), p99: fmtDur(fl.p(0.99)),
-			ops: fmtRate(fl.opsPerSec()), notes: fmt.Sprintf("n=%d", fl.n())})
-		brokerRows = append(brokerRows, row{phase: "  broker revoke, HTTP end to end", conc: cs(c), p50: fmtDur(br.p(0.5)), p99: fmtDur(br.p(0.99)),
-			ops: fmtRate(br.opsPerSec()), floor: fmtRate(fl.opsPerSec()), ratio: fmtRatio(br.opsPerSec(), fl.opsPerSec()), notes: fmt.Sprintf("n=%d", br.n())})
-		r.step("  c=%d floor %.0f/s, broker %.0f/s p50 %s", c, fl.opsPerSec(), br.opsPerSec(), fmtDur(br.p(0.5)))
-	}
-	r.rows = append(r.rows, sectionRow("revoke (terminate sessions, drop role, mark lease)"))
-	r.rows = append(r.rows, floorRows...)
-	r.rows = append(r.rows, brokerRows...)
-	return nil
-}
-
-// ---------------------------------------------------------------------------
-// Reaper.
-
-// expire makes the fixture leases of db expire at t.
-func (e *env) expire(ctx context.Context, db string, ids []fixture, t time.Time) error {
-	list := make([]string, len(ids))
-	for i, f := range ids {
-		list[i] = f.leaseID
-	}
-	_, err := e.admin.Exec(ctx, `UPDATE ephemera.leases SET expires_at = $1 WHERE database = $2 AND lease_id = ANY($3::uuid[])`, t, db, list)
-	return err
-}
-
-// reapAll runs the broker's reaper batch by batch (100 leases per
-// transaction, as a scheduled run does) until total leases are revoked, a
-// batch comes back short, or capDur passes. The lag of each lease is the
-// time from its expiry to the commit of its batch.
-func (e *env) reapAll(ctx context.Context, db string, total int, expiredAt time.Time, capDur time.Duration) (reapResult, error) {
-	rp := e.main.b.Reaper()
-	res := reapResult{Leases: total}
-	var lags []time.Duration
-	start := time.Now()
-	for res.Revoked+res.Failed < total && time.Since(start) < capDur && ctx.Err() == nil {
-		s, err := rp.Reap(ctx, db, 100)
-		if err != nil {
-			return res, err
-		}
-		done := time.Now()
-		for range s.Revoked {
-			lags = append(lags, done.Sub(expiredAt))
-		}
-		res.Revoked += s.Revoked
-		res.Failed += s.Failed
-		if len(s.Errors) > 0 && res.FirstError == "" {
-			res.FirstError = s.Errors[0]
-		}
-		if s.Revoked+s.Failed < 100 {
-			break
-		}
-	}
-	el := time.Since(start)
-	res.Seconds = round3(el.Seconds())
-	res.RevokedPerS = round3(float64(res.Revoked) / el.Seconds())
-	slices.Sort(lags)
-	if len(lags) > 0 {
-		res.LagP50ms = round3(ms(percentile(lags, 0.5)))
-		res.LagP99ms = round3(ms(percentile(lags, 0.99)))
-		res.LagMaxms = round3(ms(lags[len(lags)-1]))
-	}
-	res.Complete = res.Revoked == total
-	res.LagDescription = "expiry of all leases at once → commit of the batch that revoked each, reaper started at expiry"
-	return res, nil
-}
-
-func reapRow(label string, res reapResult, notes string) row {
-	d := func(v float64) string { return fmtDur(time.Duration(v * 1e6)) }
-	if !res.Complete {
-		notes += fmt.Sprintf(" INCOMPLETE: %d of %d within the time cap", res.Revoked, res.Leases)
-	}
-	return row{phase: "  " + label, conc: "1", p50: d(res.LagP50ms), p99: d(res.LagP99ms), ops: fmtRate(res.RevokedPerS),
-		notes: fmt.Sprintf("p50/p99 = reap lag; %d revoked in %.2f s%s", res.Revoked, res.Seconds, notes)}
-}
-
-func (r *runner) phaseReaper(ctx context.Context) error {
-	e := r.e
-	const n, warmN, sessions = 1000, 100, 100
-	run := func(withSessions bool) (reapResult, error) {
-		if err := e.cleanup(ctx); err != nil {
-			return reapResult{}, err
-		}
-		fs, err := e.makeFixtures(ctx, dbDefault, warmN+n, time.Now().Add(time.Hour))
-		if err != nil {
-			return reapResult{}, err
-		}
-		if _, err := e.super.Exec(ctx, "VACUUM ANALYZE ephemera.leases"); err != nil {
-			return reapResult{}, err
-		}
-		// Warm up on 100 of them.
-		if err := e.expire(ctx, dbDefault, fs[:warmN], time.Now()); err != nil {
-			return reapResult{}, err
-		}
-		if _, err := e.reapAll(ctx, dbDefault, warmN, time.Now(), 30*time.Second); err != nil {
-			return reapResult{}, err
-		}
-		fs = fs[warmN:]
-		var conns []*pgx.Conn
-		defer func() {
-			for _, c := range conns {
-				cctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				_ = c.Close(cctx)
-				cancel()
-			}
-		}()
-		if withSessions {
-			for _, f := range fs[:sessions] {
-				c, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d dbname=%s user=%s password=%s sslmode=disable",
-					e.pg.Port(), e.pg.Database(), f.user, fixturePassword))
-				if err != nil {
-					return reapResult{}, fmt.Errorf("session: %w", err)
-				}
-				conns = append(conns, c)
-			}
-		}
-		t0 := time.Now()
-		if err := e.expire(ctx, dbDefault, fs, t0); err != nil {
-			return reapResult{}, err
-		}
-		res, err := e.reapAll(ctx, dbDefault, n, t0, 60*time.Second)
-		if withSessions {
-			res.Sessions = len(conns)
-		}
-		return res, err
-	}
-	plain, err := run(false)
-	if err != nil {
-		return err
-	}
-	r.res.Reaper["batch_1000_no_sessions"] = plain
-	r.res.Reap1000S = plain.Seconds
-	r.step("  1000 without sessions: %.2f s (%.0f/s)", plain.Seconds, plain.RevokedPerS)
-	withS, err := run(true)
-	if err != nil {
-		return err
-	}
-	r.res.Reaper["batch_1000_with_sessions"] = withS
-	r.step("  1000 with %d live sessions: %.2f s (%.0f/s)", withS.Sessions, withS.Seconds, withS.RevokedPerS)
-	extra := ""
-	if withS.Sessions > 0 {
-		perSession := (withS.Seconds - plain.Seconds) / float64(withS.Sessions)
-		r.res.Reaper["extra_ms_per_session"] = round3(perSession * 1000)
-		extra = fmt.Sprintf("; ≈%.2f ms more per live session", perSession*1000)
-	}
-	r.rows = append(r.rows, sectionRow("reaper, 1,000 expired leases (batches of 100, one transaction each)"),
-		reapRow("reap 1,000, no live sessions", plain, ""),
-		reapRow(fmt.Sprintf("reap 1,000, %d with a live session", withS.Sessions), withS, extra))
-
-	// Ending sessions: one by one with a timeout (as TerminateSessions does
-	// per lease) versus all of a batch at once, then waiting once.
-	seq, all, k, err := r.terminateVariants(ctx)
-	if err != nil {
-		return err
-	}
-	r.res.Reaper["terminate_one_by_one_ms_per_session"] = round3(ms(seq))
-	r.res.Reaper["terminate_all_then_wait_ms_total"] = round3(ms(all))
-	r.res.Reaper["terminate_all_then_wait_sessions"] = k
-	r.rows = append(r.rows,
-		row{phase: "  pg_terminate_backend(pid, 5000), one by one", conc: "1", p50: fmtDur(seq), notes: "per session (PostgreSQL polls every 100 ms)"},
-		row{phase: fmt.Sprintf("  pg_terminate_backend(pid) × %d, then poll until gone", k), conc: "1", p50: fmtDur(all), notes: "for all of them together"})
-	return nil
-}
-
-// terminateVariants opens sessions as fixture users and ends them two ways.
-func (r *runner) terminateVariants(ctx context.Context) (perSession, allTogether time.Duration, n int, err error) {
-	e := r.e
-	const k = 50
-	if err := e.cleanup(ctx); err != nil {
-		return 0, 0, 0, err
-	}
-	fs, err := e.makeFixtures(ctx, dbDefault, k+10, time.Now().Add(time.Hour))
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	var conns []*pgx.Conn
-	defer func() {
-		for _, c := range conns {
-			cctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-			_ = c.Close(cctx)
-			cancel()
-		}
-	}()
-	connect := func(fs []fixture) ([]string, error) {
-		var users []string
-		for _, f := range fs {
-			c, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d dbname=%s user=%s password=%s sslmode=disable",
-				e.pg.Port(), e.pg.Database(), f.user, fixturePassword))
-			if err != nil {
-				return nil, err
-			}
-			conns = append(conns, c)
-			users = append(users, f.user)
-		}
-		return users, nil
-	}
-	// One by one, 10 sessions.
-	users, err := connect(fs[:10])
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	t0 := time.Now()
-	for _, u := range users {
-		if err := lease.TerminateSessions(ctx, e.admin, u); err != nil {
-			return 0, 0, 0, err
-		}
-	}
-	perSession = time.Since(t0) / time.Duration(len(users))
-	// All at once, k sessions.
-	if users, err = connect(fs[10:]); err != nil {
-		return 0, 0, 0, err
-	}
-	t0 = time.Now()
-	if _, err := e.admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)`, users); err != nil {
-		return 0, 0, 0, err
-	}
-	for time.Since(t0) < 5*time.Second {
-		var left int
-		if err := e.admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename = ANY($1)`, users).Scan(&left); err != nil {
-			return 0, 0, 0, err
-		}
-		if left == 0 {
-			break
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return perSession, time.Since(t0), len(users), nil
-}
-
-// ---------------------------------------------------------------------------
-// Scale: 10,000 live leases, then 10,000 expired ones.
-
-func (r *runner) phaseScale(ctx context.Context) error {
-	e := r.e
-	const big = 10000
-	db := dbFast
-	sc := &r.res.Scale
-	sc.Database, sc.ScramIterations = db, fastIters
-	verifier, err := pgrole.SCRAMVerifier(fixturePassword, fastIters)
-	if err != nil {
-		return err
-	}
-	brokerOp := func(ctx context.Context) error { _, err := e.issue(ctx, e.main.url, db); return err }
-	floorOp := floorIssue(e.admin, db, verifier)
-	st := lease.NewStore(e.admin, db)
-	countOp := func(ctx context.Context) error { _, err := st.CountLive(ctx, dbRole, time.Now()); return err }
-	concs := []int{1, 16}
-	// measureAll measures the broker at concs and the floor at c=1.
-	// Each measurement starts from the fixtures alone.
-	measureAll := func(label string) (map[int]sample, sample, error) {
-		out := map[int]sample{}
-		for _, c := range concs {
-			if err := e.cleanupKeep(ctx, fixtureRequestID); err != nil {
-				return nil, sample{}, err
-			}
-			s, err := r.measure(ctx, c, lots, lots, brokerOp)
-			if err != nil {
-				return nil, sample{}, fmt.Errorf("%s c=%d: %w", label, c, err)
-			}
-			out[c] = s
-		}
-		if err := e.cleanupKeep(ctx, fixtureRequestID); err != nil {
-			return nil, sample{}, err
-		}
-		fl, err := r.measure(ctx, 1, lots, lots, floorOp)
-		if err != nil {
-			return nil, sample{}, fmt.Errorf("%s floor: %w", label, err)
-		}
-		return out, fl, e.cleanupKeep(ctx, fixtureRequestID)
-	}
-	if err := e.cleanup(ctx); err != nil {
-		return err
-	}
-	if s, err := r.measure(ctx, 1, 200, 2000, countOp); err == nil {
-		sc.CountLiveUs0 = round3(us(s.p(0.5)))
-	}
-	base, baseFloor, err := measureAll("0 leases")
-	if err != nil {
-		return err
-	}
-	// 10,000 live leases of the same database and role (the worst case:
-	// the max_leases count reads all of them).
-	if err := e.cleanup(ctx); err != nil {
-		return err
-	}
-	t0 := time.Now()
-	fs, err := e.makeFixtures(ctx, db, big, time.Now().Add(time.Hour))
-	if err != nil {
-		return err
-	}
-	sc.FixtureSeconds = round3(time.Since(t0).Seconds())
-	r.step("  %d live leases (and roles) created in %.1f s", big, sc.FixtureSeconds)
-	if _, err := e.super.Exec(ctx, "VACUUM ANALYZE ephemera.leases"); err != nil {
-		return err
-	}
-	if s, err := r.measure(ctx, 1, 200, 2000, countOp); err == nil {
-		sc.CountLiveUs10k = round3(us(s.p(0.5)))
-	}
-	same, sameFloor, err := measureAll("same role")
-	if err != nil {
-		return err
-	}
-	if sc.CountLiveVariantsUs["same_role"], err = r.countVariants(ctx, db); err != nil {
-		return err
-	}
-	// The same 10,000 leases (and roles) moved to another database.
-	if _, err := e.admin.Exec(ctx, `UPDATE ephemera.leases SET database = $1 WHERE request_id = $2`, dbDefault, fixtureRequestID); err != nil {
-		return err
-	}
-	if _, err := e.super.Exec(ctx, "VACUUM ANALYZE ephemera.leases"); err != nil {
-		return err
-	}
-	other, _, err := measureAll("other database")
-	if err != nil {
-		return err
-	}
-	if sc.CountLiveVariantsUs["other_database"], err = r.countVariants(ctx, db); err != nil {
-		return err
-	}
-	sc.FloorP50ms0, sc.FloorP50ms10k = round3(ms(baseFloor.p(0.5))), round3(ms(sameFloor.p(0.5)))
-	sc.FloorRatioP50 = ratio(float64(sameFloor.p(0.5)), float64(baseFloor.p(0.5)))
-	r.rows = append(r.rows, sectionRow(fmt.Sprintf("scale: issue with 0 vs %d live leases (database %s, scram 64); no assertion, budget p50 ×1.20", big, db)))
-	for _, c := range concs {
-		b, s, o := base[c], same[c], other[c]
-		sr := scaleRow{Concurrency: c, P50ms0: round3(ms(b.p(0.5))), P99ms0: round3(ms(b.p(0.99))), P50ms10k: round3(ms(s.p(0.5))),
-			P99ms10k: round3(ms(s.p(0.99))), OpsPerS0: round3(b.opsPerSec()), OpsPerS10k: round3(s.opsPerSec()),
-			RatioP50:      ratio(float64(s.p(0.5)), float64(b.p(0.5))),
-			P50ms10kOther: round3(ms(o.p(0.5))), RatioP50Other: ratio(float64(o.p(0.5)), float64(b.p(0.5)))}
-		sc.Issue = append(sc.Issue, sr)
-		r.rows = append(r.rows,
-			row{phase: "  broker issue, 0 live leases", conc: cs(c), p50: fmtDur(b.p(0.5)), p99: fmtDur(b.p(0.99)), ops: fmtRate(b.opsPerSec())},
-			row{phase: fmt.Sprintf("  broker issue, %d of the same role", big), conc: cs(c), p50: fmtDur(s.p(0.5)), p99: fmtDur(s.p(0.99)), ops: fmtRate(s.opsPerSec()),
-				notes: fmt.Sprintf("p50 ×%.2f", sr.RatioP50)},
-			row{phase: fmt.Sprintf("  broker issue, %d in another database", big), conc: cs(c), p50: fmtDur(o.p(0.5)), p99: fmtDur(o.p(0.99)), ops: fmtRate(o.opsPerSec()),
-				notes: fmt.Sprintf("p50 ×%.2f (roles still exist)", sr.RatioP50Other)})
-		r.step("  c=%d p50 %s → same role %s (×%.2f), other db %s (×%.2f)", c, fmtDur(b.p(0.5)), fmtDur(s.p(0.5)), sr.RatioP50, fmtDur(o.p(0.5)), sr.RatioP50Other)
-	}
-	r.rows = append(r.rows,
-		row{phase: "  floor issue SQL, 0 → 10000 roles", conc: "1", p50: fmtDur(sameFloor.p(0.5)), p99: fmtDur(sameFloor.p(0.99)), ops: fmtRate(sameFloor.opsPerSec()),
-			notes: fmt.Sprintf("p50 %s at 0 (×%.2f): the catalog's share", fmtDur(baseFloor.p(0.5)), sc.FloorRatioP50)},
-		row{phase: "  CountLive (the max_leases count)", conc: "1",
-			notes: fmt.Sprintf("p50 %.0f µs at 0 leases, %.0f µs at %d of the role", sc.CountLiveUs0, sc.CountLiveUs10k, big)})
-	for _, where := range []string{"same_role", "other_database"} {
-		v := sc.CountLiveVariantsUs[where]
-		r.rows = append(r.rows, row{phase: "  CountLive, 10000 leases in the " + strings.ReplaceAll(where, "_", " "), conc: "1",
-			notes: fmt.Sprintf("p50 µs: as run %.0f; generic plan %.0f; custom plan %.0f; LIMIT 500 %.0f; +index (database, db_role, expires_at): generic %.0f, custom %.0f",
-				v["prepared_auto"], v["generic_plan"], v["custom_plan"], v["capped_at_500"], v["index_generic_plan"], v["index_custom_plan"])})
-	}
-	// Now all of them expire at once.
-	t := time.Now()
-	if err := e.expire(ctx, dbDefault, fs, t); err != nil {
-		return err
-	}
-	res, err := e.reapAll(ctx, dbDefault, big, t, 90*time.Second)
-	if err != nil {
-		return err
-	}
-	res.SetupSeconds = sc.FixtureSeconds
-	sc.Reap10000 = res
-	r.rows = append(r.rows, reapRow(fmt.Sprintf("reap %d expired leases", big), res, ""))
-	r.step("  reaped %d in %.1f s (%.0f/s)", res.Revoked, res.Seconds, res.RevokedPerS)
-	return e.cleanup(ctx)
-}
-
-// countVariants prices the max_leases count on the current table: as the
-// broker runs it (pgx prepares it; plan_cache_mode auto lets PostgreSQL
-// switch to a generic plan after five runs), with the generic plan forced
-// (what auto may pick), with custom plans forced, capped at max_leases (here
-// 500), and with an index on (database, db_role, expires_at) that is
-// dropped again afterwards.
-func (r *runner) countVariants(ctx context.Context, db string) (map[string]float64, error) {
-	e := r.e
-	out := map[string]float64{}
-	pools := map[string]*pgxpool.Pool{}
-	for _, mode := range []string{"auto", "force_generic_plan", "force_custom_plan"} {
-		p, err := e.poolWith(ctx, 1, func(pc *pgxpool.Config) { pc.ConnConfig.RuntimeParams["plan_cache_mode"] = mode })
-		if err != nil {
-			return nil, err
-		}
-		defer p.Close()
-		pools[mode] = p
-	}
-	count := func(p *pgxpool.Pool) func(context.Context) error {
-		st := lease.NewStore(p, db)
-		return func(ctx context.Context) error { _, err := st.CountLive(ctx, dbRole, time.Now()); return err }
-	}
-	capped := func(ctx context.Context) error {
-		var n int
-		return pools["auto"].QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM ephemera.leases
-			WHERE database = $1 AND db_role = $2 AND revoked_at IS NULL AND expires_at > $3 LIMIT 500) s`, db, dbRole, time.Now()).Scan(&n)
-	}
-	run := func(key string, op func(context.Context) error) error {
-		s, err := r.measure(ctx, 1, 50, 1000, op)
-		if err != nil {
-			return fmt.Errorf("count %s: %w", key, err)
-		}
-		out[key] = round3(us(s.p(0.5)))
-		return nil
-	}
-	for _, v := range []struct {
-		key string
-		op  func(context.Context) error
-	}{
-		{"prepared_auto", count(pools["auto"])},
-		{"generic_plan", count(pools["force_generic_plan"])},
-		{"custom_plan", count(pools["force_custom_plan"])},
-		{"capped_at_500", capped},
-	} {
-		if err := run(v.key, v.op); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := e.super.Exec(ctx, `CREATE INDEX bench_live_by_role_expiry ON ephemera.leases (database, db_role, expires_at) WHERE revoked_at IS NULL`); err != nil {
-		return nil, err
-	}
-	defer e.super.Exec(context.WithoutCancel(ctx), `DROP INDEX IF EXISTS ephemera.bench_live_by_role_expiry`) //nolint:errcheck
-	if _, err := e.super.Exec(ctx, `ANALYZE ephemera.leases`); err != nil {
-		return nil, err
-	}
-	if err := run("index_generic_plan", count(pools["force_generic_plan"])); err != nil {
-		return nil, err
-	}
-	if err := run("index_custom_plan", count(pools["force_custom_plan"])); err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // ---------------------------------------------------------------------------

@@ -43,6 +43,7 @@ type revokeRow struct {
 	N            int     `json:"n"`
 	FloorN       int     `json:"floor_n"`
 	Errors       int     `json:"errors"`
+	Setting      string  `json:"setting,omitempty"`
 }
 
 type extensionResult struct {
@@ -120,11 +121,57 @@ type replayRow struct {
 	RatioToFloor float64 `json:"ratio_to_floor"`
 	Flights      float64 `json:"round_trips_per_op"`
 	SyncCommits  int     `json:"synchronous_commits_per_op"`
+	// The database's work per operation (see dbMeter), and the floor's.
+	PgCPUUs       float64 `json:"pg_cpu_us_per_op"`
+	FloorPgCPUUs  float64 `json:"floor_pg_cpu_us_per_op"`
+	WALBytes      float64 `json:"wal_bytes_per_op"`
+	FloorWALBytes float64 `json:"floor_wal_bytes_per_op"`
+	Commits       float64 `json:"commits_per_op"`
+}
+
+// workPair is one figure of the database's work per operation, for the
+// floor and for the broker.
+type workPair struct {
+	Floor  float64 `json:"floor"`
+	Broker float64 `json:"broker"`
+}
+
+// workOps holds a figure for issue and revoke.
+type workOps struct {
+	Issue  *workPair `json:"issue,omitempty"`
+	Revoke *workPair `json:"revoke,omitempty"`
+}
+
+// workTable is setting ("scram_4096", "scram_64", "pinned_scram_4096") →
+// concurrency ("c1", "c4", "c16") → operation → floor/broker.
+type workTable map[string]map[string]*workOps
+
+func (t workTable) set(setting string, conc int, op string, p workPair) {
+	if t[setting] == nil {
+		t[setting] = map[string]*workOps{}
+	}
+	k := "c" + cs(conc)
+	if t[setting][k] == nil {
+		t[setting][k] = &workOps{}
+	}
+	if op == "issue" {
+		t[setting][k].Issue = &p
+	} else {
+		t[setting][k].Revoke = &p
+	}
 }
 
 type results struct {
+	// The database's work per operation (see dbMeter): server CPU, WAL and
+	// write commits; xact_commits_per_op is pg_stat_database's count.
+	PgCPUUsPerOp   workTable          `json:"pg_cpu_us_per_op"`
+	WALBytesPerOp  workTable          `json:"wal_bytes_per_op"`
+	CommitsPerOp   workTable          `json:"commits_per_op"`
+	XactCommits    workTable          `json:"xact_commits_per_op"`
+	Throughput     workTable          `json:"ops_per_s"`
 	Issue          []issueRow         `json:"issue"`
 	Revoke         []revokeRow        `json:"revoke"`
+	RevokeOther    []revokeRow        `json:"revoke_other"`
 	PolicyNsPerOp  map[string]float64 `json:"policy_ns_per_op"`
 	LocalReadUs    latencyUs          `json:"local_read_us"`
 	Extension      extensionResult    `json:"extension"`
@@ -153,7 +200,9 @@ func newResults() *results {
 		PolicyNsPerOp: map[string]float64{}, PolicyAllocs: map[string]int64{}, PolicyUnscoped: map[string]float64{},
 		ScramNsPerOp: map[string]float64{}, Reaper: map[string]any{}, RoundTrips: map[string]float64{},
 		MicroUs: map[string]any{}, ColdPool: map[string]float64{}, Meta: map[string]any{},
-		Scale: scaleResult{CountLiveVariantsUs: map[string]map[string]float64{}},
+		Scale:        scaleResult{CountLiveVariantsUs: map[string]map[string]float64{}},
+		PgCPUUsPerOp: workTable{}, WALBytesPerOp: workTable{}, CommitsPerOp: workTable{}, XactCommits: workTable{},
+		Throughput: workTable{},
 	}
 }
 

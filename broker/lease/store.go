@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ephemera-sh/ephemera/broker/audit"
@@ -76,7 +77,18 @@ type IssueRequest struct {
 	// Audit is the allow record of the issue; the store fills in the
 	// lease's id and username and commits the row with the lease.
 	Audit audit.Record
+	// Nonce, when set, is the proof's nonce, recorded (until NonceExpires)
+	// in the issue's transaction instead of a commit of its own: the nonce is
+	// durable with the credential, and a nonce already recorded fails the
+	// issue with ErrReplayed (the primary key decides between two concurrent
+	// uses). A caller that sets it must record the nonces of requests that
+	// end before Issue (denials, errors) with UseNonce.
+	Nonce        string
+	NonceExpires time.Time
 }
+
+// ErrReplayed reports that IssueRequest.Nonce was recorded before.
+var ErrReplayed = errors.New("lease: the proof's nonce was already used")
 
 const leaseColumns = `lease_id::text, database, db_role, username, principal_arn, account, session, member_of,
 	issued_at, expires_at, max_expires_at, revoked_at, coalesce(revoke_reason, '')`
@@ -131,13 +143,14 @@ func countLive(ctx context.Context, q querier, database, dbRole string, now time
 	return n, nil
 }
 
-// Issue creates the role and its lease in one transaction, in four round
-// trips: BEGIN; the role statements and the per-role lock as one
-// simple-protocol exec (they take no parameters: every value in them is
-// quoted); one pipelined batch with the lease insert — conditional on
-// max_leases, counted under the lock — and the audit row that r.Audit
-// describes; COMMIT. The role, the lease and its audit row commit together
-// or not at all.
+// Issue creates the role and its lease in one transaction, in two round
+// trips: BEGIN, the role statements and the per-role lock as one
+// simple-protocol query (they take no parameters: every value in them is
+// quoted); then one pipelined batch with the nonce (when set), the lease
+// insert — which fails with division_by_zero when max_leases, counted under
+// the lock, is reached — the audit row that r.Audit describes, and COMMIT.
+// The role, the lease and its audit row commit together or not at all: any
+// failure leaves the transaction aborted, and it is rolled back.
 func (s *Store) Issue(ctx context.Context, r IssueRequest) (*Lease, error) {
 	if !pgrole.ValidUsername(r.Username) {
 		return nil, errors.New("lease: issue: username is not a generated ephemera name")
@@ -158,21 +171,20 @@ func (s *Store) Issue(ctx context.Context, r IssueRequest) (*Lease, error) {
 	l.ID = id
 	vals := pgrole.Values{Name: r.Username, Password: r.Verifier, Expiration: l.ExpiresAt}
 	var roleSQL strings.Builder
+	roleSQL.WriteString("BEGIN;\n")
 	for i, t := range r.Creation {
 		sql, err := t.Render(vals)
 		if err != nil {
 			return nil, fmt.Errorf("lease: issue: creation[%d]: %w", i, err)
 		}
-		roleSQL.WriteString(sql)
-		roleSQL.WriteString(";\n")
+		roleSQL.WriteString(sql + ";\n")
 	}
 	for _, g := range r.MemberOf {
 		sql, err := pgrole.GrantMembership(g, r.Username)
 		if err != nil {
 			return nil, fmt.Errorf("lease: issue: member_of %q: %w", g, err)
 		}
-		roleSQL.WriteString(sql)
-		roleSQL.WriteString(";\n")
+		roleSQL.WriteString(sql + ";\n")
 	}
 	// Every ephemeral user is marked as this deployment's: the sweep drops
 	// only marked roles, never one that merely looks like ours.
@@ -180,8 +192,7 @@ func (s *Store) Issue(ctx context.Context, r IssueRequest) (*Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lease: issue: %w", err)
 	}
-	roleSQL.WriteString(mark)
-	roleSQL.WriteString(";\n")
+	roleSQL.WriteString(mark + ";\n")
 	// max_leases is decided under a per-role lock taken after the costly
 	// statements above, so issues of one role serialize only from here on.
 	lockKey, err := pgrole.QuoteLiteral("ephemera.leases/" + s.database + "/" + r.DBRole)
@@ -190,52 +201,68 @@ func (s *Store) Issue(ctx context.Context, r IssueRequest) (*Lease, error) {
 	}
 	roleSQL.WriteString("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(" + lockKey + ", 0))")
 
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// No arguments: pgx sends it with the simple protocol, and the
-		// statements (unique per user) never enter the statement cache.
-		if _, err := tx.Exec(ctx, roleSQL.String()); err != nil {
-			return fmt.Errorf("role statements: %w", redactPgError(err))
-		}
-		if s.beforeLeaseInsert != nil {
-			if err := s.beforeLeaseInsert(ctx); err != nil {
-				return err
-			}
-		}
-		b := &pgx.Batch{}
-		b.Queue(`INSERT INTO ephemera.leases (lease_id, database, db_role, username, principal_arn,
-			account, session, member_of, issued_at, expires_at, max_expires_at, request_id)
-			SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
-			WHERE (SELECT count(*) FROM (SELECT 1 FROM ephemera.leases
-				WHERE database = $2 AND db_role = $3 AND revoked_at IS NULL AND expires_at > $9
-				LIMIT $13) live) < $13`,
-			l.ID, l.Database, l.DBRole, l.Username, l.PrincipalARN, l.Account, l.Session, l.MemberOf,
-			l.IssuedAt, l.ExpiresAt, l.MaxExpiresAt, r.RequestID, r.MaxLeases)
-		row := r.Audit
-		row.Decision, row.Username, row.LeaseID = audit.Allow, l.Username, l.ID
-		queueAudit(b, row)
-		br := tx.SendBatch(ctx, b)
-		tag, err := br.Exec()
-		if err != nil {
-			br.Close()
-			return fmt.Errorf("insert lease: %w", err)
-		}
-		if tag.RowsAffected() != 1 {
-			br.Close()
-			return ErrLimit
-		}
-		if _, err := br.Exec(); err != nil {
-			br.Close()
-			return fmt.Errorf("insert audit row: %w", err)
-		}
-		return br.Close()
-	})
-	if errors.Is(err, ErrLimit) {
-		return nil, ErrLimit
-	}
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("lease: issue: %w", err)
 	}
+	defer conn.Release()
+	err = s.issueIn(ctx, conn.Conn(), roleSQL.String(), l, r)
+	if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
+		// A transaction left open or aborted is rolled back (or, if even
+		// that fails, the connection is closed: the server then aborts it).
+		if _, rerr := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
+			_ = conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+	}
+	switch {
+	case errors.Is(err, ErrLimit), errors.Is(err, ErrReplayed):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("lease: issue: %w", err)
+	}
 	return l, nil
+}
+
+// issueIn runs Issue's two round trips on conn.
+func (s *Store) issueIn(ctx context.Context, conn *pgx.Conn, roleSQL string, l *Lease, r IssueRequest) error {
+	// No arguments: pgx sends it with the simple protocol, and the
+	// statements (unique per user) never enter the statement cache.
+	if _, err := conn.Exec(ctx, roleSQL); err != nil {
+		return fmt.Errorf("role statements: %w", redactPgError(err))
+	}
+	if s.beforeLeaseInsert != nil {
+		if err := s.beforeLeaseInsert(ctx); err != nil {
+			return err
+		}
+	}
+	b := &pgx.Batch{}
+	if r.Nonce != "" {
+		b.Queue(`INSERT INTO ephemera.nonces (nonce, expires_at) VALUES ($1, $2)`, r.Nonce, r.NonceExpires)
+	}
+	b.Queue(`INSERT INTO ephemera.leases (lease_id, database, db_role, username, principal_arn,
+		account, session, member_of, issued_at, expires_at, max_expires_at, request_id)
+		SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+		WHERE 1 / (SELECT (count(*) < $13)::int FROM (SELECT 1 FROM ephemera.leases
+			WHERE database = $2 AND db_role = $3 AND revoked_at IS NULL AND expires_at > $9 LIMIT $13) live) = 1`,
+		l.ID, l.Database, l.DBRole, l.Username, l.PrincipalARN, l.Account, l.Session, l.MemberOf,
+		l.IssuedAt, l.ExpiresAt, l.MaxExpiresAt, r.RequestID, r.MaxLeases)
+	row := r.Audit
+	row.Decision, row.Username, row.LeaseID = audit.Allow, l.Username, l.ID
+	queueAudit(b, row)
+	b.Queue("COMMIT")
+	err := conn.SendBatch(ctx, b).Close()
+	var pe *pgconn.PgError
+	switch {
+	case err == nil && conn.PgConn().TxStatus() == 'I':
+		return nil
+	case err == nil:
+		return errors.New("the transaction did not commit")
+	case errors.As(err, &pe) && pe.Code == "22012": // the max_leases guard
+		return ErrLimit
+	case errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "nonces_pkey":
+		return ErrReplayed
+	}
+	return fmt.Errorf("insert lease: %w", redactPgError(err))
 }
 
 // Get returns the lease with id, or ErrNotFound.
@@ -315,107 +342,6 @@ func (s *Store) Renew(ctx context.Context, r RenewRequest) (*Lease, error) {
 		return nil, fmt.Errorf("lease: renew: %w", err)
 	}
 	return out, nil
-}
-
-// RevokeRequest is everything Revoke needs. The caller has decided who may
-// revoke the lease.
-type RevokeRequest struct {
-	ID     string
-	Reason string
-	// Audit is the allow record of the revocation; the store commits it
-	// in the transaction that begins the revocation, and fills in the
-	// lease's database role, username and id.
-	Audit audit.Record
-}
-
-// Revoke ends the lease now, in three steps:
-//
-//  1. one transaction: the role loses LOGIN, the lease expires now and is
-//     marked as being revoked (renewals then fail with ErrRevoked), and the
-//     audit row commits;
-//  2. the user's sessions are terminated (and awaited);
-//  3. one transaction: the role is dropped and the lease marked revoked.
-//
-// A failure after step 1 is recorded on the lease and the reaper finishes
-// the job (the lease is due: it expired in step 1). Revoking a revoked
-// lease returns it unchanged and writes nothing: the caller audits the
-// repeat with AppendAudit. Revoked reports whether this call revoked it.
-func (s *Store) Revoke(ctx context.Context, r RevokeRequest) (l *Lease, revokedNow bool, err error) {
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var begun bool
-		var now time.Time
-		l, err = scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+`, revoke_started_at IS NOT NULL, pg_catalog.now()
-			FROM ephemera.leases WHERE lease_id = $1 AND database = $2 FOR UPDATE`, r.ID, s.database), &begun, &now)
-		if err != nil || l.RevokedAt != nil {
-			return err
-		}
-		if err := disableLogin(ctx, tx, l.Username); err != nil {
-			return err
-		}
-		now = now.UTC()
-		if now.Before(l.ExpiresAt) {
-			l.ExpiresAt = now
-		}
-		if _, err := tx.Exec(ctx, `UPDATE ephemera.leases SET expires_at = $2,
-			revoke_started_at = coalesce(revoke_started_at, pg_catalog.now()) WHERE lease_id = $1`, r.ID, l.ExpiresAt); err != nil {
-			return fmt.Errorf("begin revocation: %w", err)
-		}
-		rec := r.Audit
-		rec.Decision, rec.DBRole, rec.Username, rec.LeaseID = audit.Allow, l.DBRole, l.Username, l.ID
-		return insertAudit(ctx, tx, rec)
-	})
-	if errors.Is(err, ErrNotFound) {
-		return nil, false, err
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("lease: revoke: %w", err)
-	}
-	if l.RevokedAt != nil {
-		return l, false, nil
-	}
-	// 2. End its sessions (and wait until they are gone).
-	if err := TerminateSessions(ctx, s.pool, l.Username); err != nil {
-		return nil, false, s.recordFailure(ctx, r.ID, err)
-	}
-	// 3. Drop the role and mark the lease revoked, together.
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var now time.Time
-		cur, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+`, pg_catalog.now()
-			FROM ephemera.leases WHERE lease_id = $1 AND database = $2 FOR UPDATE`, r.ID, s.database), &now)
-		if err != nil {
-			return err
-		}
-		if cur.RevokedAt != nil { // a concurrent revoke or the reaper won
-			l = cur
-			return nil
-		}
-		if err := s.dropRole(ctx, tx, l.Username, firstGroup(l.MemberOf)); err != nil && !errors.Is(err, ErrRoleGone) {
-			return err
-		}
-		revoked := now.UTC()
-		if _, err := tx.Exec(ctx, `UPDATE ephemera.leases SET revoked_at = $2, revoke_reason = $3,
-			last_error = NULL, next_attempt_at = NULL WHERE lease_id = $1`, r.ID, revoked, r.Reason); err != nil {
-			return fmt.Errorf("mark revoked: %w", err)
-		}
-		l.RevokedAt, l.RevokeReason = &revoked, r.Reason
-		return nil
-	})
-	if err != nil {
-		return nil, false, s.recordFailure(ctx, r.ID, err)
-	}
-	return l, true, nil
-}
-
-// recordFailure notes a failed revocation on the lease so the reaper retries it.
-func (s *Store) recordFailure(ctx context.Context, id string, cause error) error {
-	msg := cause.Error()
-	if len(msg) > 500 {
-		msg = msg[:500]
-	}
-	_, err := s.pool.Exec(context.WithoutCancel(ctx), `UPDATE ephemera.leases SET attempts = attempts + 1, last_error = $2,
-		next_attempt_at = pg_catalog.now() + least(interval '5 minutes', interval '1 second' * pg_catalog.power(2, least(attempts, 9)))
-		WHERE lease_id = $1`, id, msg)
-	return errors.Join(fmt.Errorf("lease: revoke: %w", cause), err)
 }
 
 func disableLogin(ctx context.Context, tx pgx.Tx, username string) error {

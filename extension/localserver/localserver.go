@@ -55,6 +55,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ephemera-sh/ephemera/broker/api"
@@ -100,6 +101,18 @@ type Server struct {
 	ln    net.Listener
 	srv   *http.Server
 	port  int
+	// hostIP and hostName are the Host headers accepted (127.0.0.1:PORT,
+	// localhost:PORT, the latter in any case), computed once.
+	hostIP, hostName string
+	// answers caches each credential's encoded 200 answer (name →
+	// *answer): a read of an unchanged credential writes stored bytes.
+	answers sync.Map
+}
+
+// answer is the encoded answer to a read of credential c.
+type answer struct {
+	c    agent.Credential
+	body []byte
 }
 
 // Listen binds 127.0.0.1:Port and returns a server that is not serving yet; call Serve.
@@ -121,6 +134,7 @@ func Listen(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("localserver: %w", err)
 	}
 	s := &Server{cfg: cfg, token: sha256.Sum256([]byte(cfg.Token)), ln: ln, port: ln.Addr().(*net.TCPAddr).Port}
+	s.hostIP, s.hostName = "127.0.0.1:"+strconv.Itoa(s.port), "localhost:"+strconv.Itoa(s.port)
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -201,17 +215,16 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		default:
 			next.ServeHTTP(rw, r)
 		}
-		s.cfg.Logger.Info("local request", "method", r.Method, "path", r.URL.Path, "status", rw.status,
-			"latency_ms", float64(time.Since(start).Microseconds())/1000)
+		if s.cfg.Logger.Enabled(r.Context(), slog.LevelInfo) {
+			s.cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "local request", slog.String("method", r.Method),
+				slog.String("path", r.URL.Path), slog.Int("status", rw.status),
+				slog.Float64("latency_ms", float64(time.Since(start).Microseconds())/1000))
+		}
 	})
 }
 
 func (s *Server) hostAllowed(host string) bool {
-	h, p, err := net.SplitHostPort(host)
-	if err != nil || p != strconv.Itoa(s.port) {
-		return false
-	}
-	return h == "127.0.0.1" || strings.EqualFold(h, "localhost")
+	return host == s.hostIP || strings.EqualFold(host, s.hostName)
 }
 
 func (s *Server) tokenOK(r *http.Request) bool {
@@ -248,6 +261,9 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 
 // refreshParam parses ?refresh=.
 func refreshParam(r *http.Request) (bool, error) {
+	if r.URL.RawQuery == "" {
+		return false, nil // the common read: no query to parse
+	}
 	v := r.URL.Query().Get("refresh")
 	if v == "" {
 		return false, nil
@@ -273,11 +289,33 @@ func (s *Server) handleCredential(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, code, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, localapi.Credential{
+	if a, ok := s.answers.Load(name); ok && a.(*answer).c == c {
+		writeBody(w, http.StatusOK, a.(*answer).body)
+		return
+	}
+	data, err := json.Marshal(localapi.Credential{
 		Name: c.Name, Username: c.Username, Password: c.Password, Host: c.Host, Port: c.Port,
 		DBName: c.DBName, SSLMode: c.SSLMode, DSN: DSN(c.Credential), LeaseID: c.LeaseID, ExpiresAt: c.ExpiresAt.UTC(),
 	})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, localapi.CodeInternal, "encoding the answer failed")
+		return
+	}
+	body := append(data, '\n')
+	s.answers.Store(name, &answer{c: c, body: body})
+	writeBody(w, http.StatusOK, body)
 }
+
+// writeBody writes an encoded JSON answer.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+var jsonContentType = []string{"application/json"}
 
 func (s *Server) handleAWS(w http.ResponseWriter, r *http.Request) {
 	if !s.awsTokenOK(r) {
@@ -324,6 +362,8 @@ func classify(err error) (int, string) {
 	return http.StatusServiceUnavailable, localapi.CodeBrokerUnavailable
 }
 
+var dsnEscaper = strings.NewReplacer(`\`, `\\`, `'`, `\'`)
+
 // DSN renders c as a libpq keyword/value connection string, every value single-quoted
 // with backslashes and quotes escaped.
 func DSN(c api.Credential) string {
@@ -334,7 +374,7 @@ func DSN(c api.Credential) string {
 		}
 		b.WriteString(k)
 		b.WriteString("='")
-		b.WriteString(strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v))
+		b.WriteString(dsnEscaper.Replace(v))
 		b.WriteByte('\'')
 	}
 	kv("host", c.Host)

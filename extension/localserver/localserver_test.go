@@ -395,3 +395,23 @@ func TestDSN(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 }
+
+// TestCredentialAnswerFollowsRotation: a read of an unchanged credential is
+// answered from the encoded answer the server keeps, and a rotated one (new
+// lease, user and password) is answered anew at once, never with the old.
+func TestCredentialAnswerFollowsRotation(t *testing.T) {
+	src := &staticSource{cred: testCredential(), ready: true}
+	s := start(t, src)
+	first := get(t, s, "/v1/credentials/orders", token, "")
+	if again := get(t, s, "/v1/credentials/orders", token, ""); again.status != 200 || again.raw != first.raw {
+		t.Fatalf("second read: %d %s, want the first answer", again.status, again.raw)
+	}
+	src.mu.Lock()
+	src.cred.LeaseID, src.cred.Username, src.cred.Password = "0b9d7a61-1c2e-4f3a-8b4c-5d6e7f809a1b", "eph_readonly_x2", "rotated"
+	src.mu.Unlock()
+	after := get(t, s, "/v1/credentials/orders", token, "")
+	if after.status != 200 || after.body["username"] != "eph_readonly_x2" || after.body["password"] != "rotated" ||
+		after.body["lease_id"] != "0b9d7a61-1c2e-4f3a-8b4c-5d6e7f809a1b" || !strings.Contains(after.raw, "user='eph_readonly_x2'") {
+		t.Fatalf("after rotation: %d %s", after.status, after.raw)
+	}
+}
