@@ -15,8 +15,9 @@
 // A shell block without one of these fails TestShellSnippetsAreMarked.
 // TestRunSnippets runs the "run" blocks with bash -euo pipefail; every
 // Cedar block of those files is validated with 'ephemera policy validate'
-// (TestCedarSnippetsValidate); and no document refers to texts outside the
-// repository (TestNoOutsideReferences). Blocks in other languages (go,
+// (TestCedarSnippetsValidate); no document refers to texts outside the
+// repository (TestNoOutsideReferences); and every relative link names a
+// file of the repository (TestLinksResolve). Blocks in other languages (go,
 // python, yaml, json, sql, http, text) are illustrations and are not run.
 //
 // Run them with

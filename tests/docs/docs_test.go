@@ -249,3 +249,34 @@ func TestNoOutsideReferences(t *testing.T) {
 		}
 	}
 }
+
+var linkRE = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+
+// TestLinksResolve: every relative link of the documents names a file or
+// directory of the repository (anchors are not checked).
+func TestLinksResolve(t *testing.T) {
+	r := root(t)
+	files := append(documents(t, r), "docs/design.md")
+	n := 0
+	for _, f := range files {
+		data, err := os.ReadFile(filepath.Join(r, f))
+		if err != nil {
+			t.Fatalf("docs: %v", err)
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			for _, m := range linkRE.FindAllStringSubmatch(line, -1) {
+				target, _, _ := strings.Cut(m[1], "#")
+				if target == "" || strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+					continue
+				}
+				n++
+				if _, err := os.Stat(filepath.Join(r, filepath.Dir(f), target)); err != nil {
+					t.Errorf("%s:%d links to %s, which does not exist", f, i+1, m[1])
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("docs: no relative link found: is the pattern broken?")
+	}
+}
