@@ -32,10 +32,12 @@ func brokerServeCommand() *command {
 		synopsis: "[--listen ADDR] [--public]",
 		help: `Serves exactly the handler that functions/broker serves in Lambda
 (POST /v1/credentials, /v1/leases/{id}/renew, /v1/leases/{id}/revoke,
-/v1/admin/revoke, GET /v1/health), configured from the environment:
-EPHEMERA_CONFIG, EPHEMERA_POLICY_DIR, EPHEMERA_AUDIENCE, EPHEMERA_STS_ENDPOINT,
-EPHEMERA_STS_HOSTS, EPHEMERA_PROOF_MAX_AGE, EPHEMERA_STAGE, AWS_REGION, and the
-admin DSN variables the configuration names (auth: dsn, dsn_env).
+/v1/admin/revoke, /v1/aws-credentials, GET /v1/health), configured from the
+environment: EPHEMERA_CONFIG, EPHEMERA_POLICY_DIR, EPHEMERA_AUDIENCE,
+EPHEMERA_STS_ENDPOINT, EPHEMERA_STS_HOSTS, EPHEMERA_PROOF_MAX_AGE,
+EPHEMERA_STAGE, EPHEMERA_DB_TIMEOUT, EPHEMERA_DB_POOL_SIZE,
+EPHEMERA_METRICS_NAMESPACE, AWS_REGION, and the admin DSN variables the
+configuration names (auth: dsn, dsn_env).
 
 Operational logs are JSON on stderr; audit lines are JSON on stdout. SIGINT or
 SIGTERM stops accepting requests and lets those in flight finish (up to 15s).

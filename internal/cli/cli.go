@@ -158,13 +158,22 @@ func commands() []*command {
 		brokerServeCommand(), reaperRunCommand(),
 		doctorCommand(),
 		policyValidateCommand(), policyTestCommand(),
-		localCommand(), versionCommand(),
+		localCommand(), localInvokeCommand(), localStartCommand(), versionCommand(),
 	}
 }
 
-// lookup finds the command named by the first one or two args.
+// lookup finds the command named by the first one or two args. A
+// two-word name ("local invoke") wins over a one-word command that shares
+// its first word ("local").
 func (c *CLI) lookup(args []string) (*command, []string, error) {
 	all := commands()
+	if len(args) > 1 {
+		for _, cmd := range all {
+			if cmd.name == args[0]+" "+args[1] {
+				return cmd, args[2:], nil
+			}
+		}
+	}
 	for _, cmd := range all {
 		if cmd.name == args[0] {
 			return cmd, args[1:], nil
@@ -288,7 +297,9 @@ Usage:
 const mainOutro = `Database commands connect with --url, default $EPHEMERA_DATABASE_URL: a
 PostgreSQL URL for the broker's admin role on the target database. Broker
 commands read the broker's environment: EPHEMERA_CONFIG, EPHEMERA_POLICY_DIR,
-EPHEMERA_AUDIENCE, EPHEMERA_STS_ENDPOINT, EPHEMERA_STS_HOSTS, AWS_REGION, ...
+EPHEMERA_AUDIENCE, EPHEMERA_STS_ENDPOINT, EPHEMERA_STS_HOSTS,
+EPHEMERA_DB_TIMEOUT, EPHEMERA_DB_POOL_SIZE, EPHEMERA_METRICS_NAMESPACE,
+AWS_REGION.
 
 Run 'ephemera help <command>' or 'ephemera <command> --help' for its flags
 and an example.
@@ -310,9 +321,10 @@ func (c *CLI) printCommandList(w io.Writer) {
 		names []string
 	}{
 		{"Incident response and audit (database):", []string{"leases", "audit", "revoke", "reap"}},
-		{"Running the broker (broker configuration):", []string{"broker serve", "reaper run"}},
+		{"Running the broker (broker configuration):", []string{"broker serve", "reaper run", "doctor"}},
 		{"Policies (for CI):", []string{"policy validate", "policy test"}},
-		{"Other:", []string{"local", "version", "help"}},
+		{"On this machine (no AWS account):", []string{"local", "local invoke", "local start"}},
+		{"Other:", []string{"version", "help"}},
 	}
 	byName := map[string]*command{}
 	for _, cmd := range commands() {

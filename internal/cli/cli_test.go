@@ -9,7 +9,7 @@ import (
 
 var commandNames = []string{
 	"leases", "audit", "revoke", "reap", "broker serve", "reaper run",
-	"policy validate", "policy test", "local", "version",
+	"policy validate", "policy test", "doctor", "local", "local invoke", "local start", "version",
 }
 
 func TestHelp(t *testing.T) {

@@ -5,13 +5,15 @@
 //	ephemera audit --database D --at TIME               who held access at an instant
 //	ephemera audit --principal ARN --since 24h          one workload's history
 //	ephemera revoke --lease ID | --principal ARN        break-glass revocation
-//	ephemera reap [--once]                              one reaper run
+//	ephemera reap                                       one reaper run
 //	ephemera broker serve [--listen 127.0.0.1:8080]     the broker's HTTP API
 //	ephemera reaper run [--every 1m]                    the reaper on an interval
 //	ephemera policy validate DIR                        check Cedar policies
 //	ephemera policy test DIR CASES.yaml                 policy test cases, for CI
 //	ephemera doctor                                     the admin's privileges, PUBLIC CONNECT
-//	ephemera local | version | help [command]
+//	ephemera local [--serve]                            the demo, or the local stack
+//	ephemera local invoke|start DIR                     your own function with the extension
+//	ephemera version | help [command]
 //
 // Database commands connect with --url (default $EPHEMERA_DATABASE_URL) as
 // the broker's admin role to the target database and read ephemera.leases

@@ -2,11 +2,7 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
-	"io"
-	"strings"
 	"time"
 
 	"github.com/ephemera-sh/ephemera/sam/local/demo"
@@ -40,10 +36,13 @@ Run 'ephemera local invoke --help' for their flags.`,
 			serve := fs.Bool("serve", false, "keep the local stack running and print curl commands instead of the narrated demo")
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
-					if fs.NFlag() > 0 {
+					// "local invoke" and "local start" are found by lookup
+					// before this command; anything else is a mistake.
+					if fs.NFlag() > 0 && (args[0] == "invoke" || args[0] == "start") {
 						return usagef("", "--ttl and --serve do not go with %q", args[0])
 					}
-					return c.runLocalSubcommand(ctx, args)
+					return usagef("Subcommands: invoke, start. Run 'ephemera local --help' for details.",
+						"unknown subcommand %q", args[0])
 				}
 				if *serve {
 					return demo.Serve(ctx, c.Stdout, demo.Options{})
@@ -52,40 +51,4 @@ Run 'ephemera local invoke --help' for their flags.`,
 			}
 		},
 	}
-}
-
-// localSubcommands are "ephemera local invoke" and "ephemera local start".
-// The command table knows only "local"; its run dispatches here.
-func localSubcommands() []*command {
-	return []*command{localInvokeCommand(), localStartCommand()}
-}
-
-// runLocalSubcommand runs "local <sub> args...", parsing the subcommand's
-// own flags the way Run parses a command's.
-func (c *CLI) runLocalSubcommand(ctx context.Context, args []string) error {
-	var names []string
-	for _, sub := range localSubcommands() {
-		names = append(names, strings.TrimPrefix(sub.name, "local "))
-		if sub.name != "local "+args[0] {
-			continue
-		}
-		fs := flag.NewFlagSet("ephemera "+sub.name, flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		fs.Usage = func() {}
-		run := sub.setup(c, fs)
-		if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
-			c.printCommandHelp(c.Stdout, sub, fs)
-			return nil
-		} else if err != nil {
-			return &usageError{cmd: sub, fs: fs, msg: flagError(err)}
-		}
-		err := run(ctx, fs.Args())
-		var ue *usageError
-		if errors.As(err, &ue) && ue.cmd == nil {
-			ue.cmd, ue.fs = sub, fs
-		}
-		return err
-	}
-	return usagef(fmt.Sprintf("Subcommands: %s. Run 'ephemera local --help' for details.", strings.Join(names, ", ")),
-		"unknown subcommand %q", args[0])
 }

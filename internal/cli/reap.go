@@ -17,7 +17,7 @@ func reapCommand() *command {
 	return &command{
 		name:     "reap",
 		summary:  "revoke expired leases now (one reaper run)",
-		synopsis: "--once [--url URL] [--database NAME] [--sweep=false] [--json]",
+		synopsis: "[--once] [--url URL] [--database NAME] [--sweep=false] [--json]",
 		help: `Runs the broker's reaper once over every database name found in
 ephemera.leases (or only --database): revokes expired leases (terminating
 their sessions and dropping their roles), sweeps ephemera roles no lease
@@ -33,7 +33,7 @@ configured database) sweep.
 
 reap always runs once; --once says so explicitly. To reap on a schedule, use
 'ephemera reaper run'.`,
-		example: "ephemera reap --once\nephemera reap --once --json --database orders",
+		example: "ephemera reap\nephemera reap --json --database orders",
 		setup: func(c *CLI, fs *flag.FlagSet) func(context.Context, []string) error {
 			var db dbFlags
 			db.register(fs, databaseFilterUsage)
