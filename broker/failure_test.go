@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ephemera-sh/ephemera/broker"
 	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/broker/attest"
 	"github.com/ephemera-sh/ephemera/sam/local/faultproxy"
@@ -254,5 +256,46 @@ func assertConsistent(t *testing.T, principal string) {
 	}
 	if doubled != 0 {
 		t.Errorf("%d leases with two audit rows for one change", doubled)
+	}
+}
+
+// TestCancelledRequestIs503: a caller that gives up while the broker waits
+// for the database (a client that disconnected from 'ephemera broker
+// serve', a storm's INIT budget running out) is the database not answering
+// in time: database_unavailable, audited and counted as an error of a
+// dependency, never internal (which would page someone for a bug).
+func TestCancelledRequestIs503(t *testing.T) {
+	e, proxy := faultEnv(t)
+	w := e.workload("orders-api-cancelled", "fn")
+	e.mustIssue(w, "readonly", 60)
+	proxy.Freeze()
+	t.Cleanup(proxy.Thaw)
+
+	const requestID = "cancelled-request-1"
+	ctx, cancel := context.WithCancel(broker.NewContext(context.Background(),
+		broker.RequestInfo{ID: requestID, Received: time.Now()}))
+	time.AfterFunc(200*time.Millisecond, cancel)
+	ttl := int64(60)
+	_, err := e.broker.Issue(ctx, broker.IssueInput{Identity: broker.Proof(e.proof(w)),
+		Database: "orders", Role: "readonly", TTLSeconds: &ttl})
+	if !errors.Is(err, api.ErrDatabaseUnavailable) {
+		t.Fatalf("Issue cancelled while the database was frozen: %v (code %q), want database_unavailable", err, api.CodeOf(err))
+	}
+	var line struct {
+		RequestID string `json:"request_id"`
+		Decision  string `json:"decision"`
+		Reason    string `json:"reason"`
+	}
+	found := false
+	for _, l := range e.audits.Lines() {
+		if json.Unmarshal([]byte(l), &line) == nil && line.RequestID == requestID {
+			found = true
+			if line.Decision != "error" || line.Reason != string(api.CodeDatabaseUnavailable) {
+				t.Errorf("audit line: decision %q reason %q, want error database_unavailable", line.Decision, line.Reason)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no audit line for request %s:\n%s", requestID, e.audits.String())
 	}
 }

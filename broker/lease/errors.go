@@ -21,8 +21,10 @@ var (
 // Unavailable reports whether err means the database could not be used
 // rather than that a statement was wrong: it cannot be reached, refuses or
 // ends the connection (down, starting up or shutting down, too many
-// connections, terminated), a pool cannot hand out a connection in time, or
-// the request's database deadline passed. It sees through any wrapping
+// connections, terminated), a pool cannot hand out a connection in time,
+// the request's database deadline passed, or the request was cancelled
+// before the database answered (its caller left, or the process is
+// shutting down: a deadline moved earlier, not a wrong statement). It sees through any wrapping
 // (errors.Is/As), including the redacted errors of this package.
 //
 // Callers answer such errors with 503 database_unavailable and Retry-After;
@@ -47,7 +49,7 @@ func Unavailable(err error) bool {
 		return true
 	case pgconn.Timeout(err), pgconn.SafeToRetry(err):
 		return true
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return true
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 		return true

@@ -117,17 +117,6 @@ func (r *recorder) byStatus() map[int]int {
 	return m
 }
 
-// requestIDs is the set of request ids of every answer a client received.
-func (r *recorder) requestIDs() map[string]bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	m := make(map[string]bool, len(r.answers))
-	for _, a := range r.answers {
-		m[a.requestID] = true
-	}
-	return m
-}
-
 // all returns a copy of every answer.
 func (r *recorder) all() []answer {
 	r.mu.Lock()

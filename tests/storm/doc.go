@@ -47,8 +47,8 @@
 //
 // A broker may also answer a request whose client has already given up (its
 // INIT budget ran out while the request waited); no client sees that answer.
-// What the brokers logged for those is checked too, and reported (see
-// abandonedIsDefect).
+// What the brokers logged for those is checked too: a cancelled request is
+// the database not answering in time, 503 database_unavailable, never 500.
 //
 // The tests log how many clients got a credential, the median and 99th
 // percentile time to credential, the answers by status, and how many

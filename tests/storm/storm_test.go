@@ -41,18 +41,6 @@ type scenario struct {
 	exhausts bool
 }
 
-// abandonedIsDefect says how the checks treat a 500 that a broker answered
-// to a request whose client had already given up (its INIT budget ran out
-// while the request waited for the database). No client sees that 500, but
-// the broker logs an error, counts an "internal" decision and audits reason
-// "internal" for what is a departed caller: it maps the request's
-// cancellation (context.Canceled, which lease.Unavailable does not
-// recognise) to internal. How many requests are abandoned depends on the
-// machine's speed, so while that mapping stands the checks report these as
-// DEFECT lines instead of failing; set it to false once the broker
-// classifies a cancelled request, and every such 500 fails the test.
-const abandonedIsDefect = true
-
 // The names the brokers and clients share.
 const (
 	account     = "123456789012"
