@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // Revoked leases are history once the audit log holds their record; the
@@ -46,18 +44,5 @@ func (s *Store) PruneRevoked(ctx context.Context, before time.Time) (int64, erro
 // walks index leases_by_database with one probe per name (a recursive
 // "loose index scan"), so it costs the number of names, not of rows.
 func (s *Store) Databases(ctx context.Context) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `WITH RECURSIVE names AS (
-			(SELECT database FROM ephemera.leases ORDER BY database LIMIT 1)
-			UNION ALL
-			SELECT (SELECT l.database FROM ephemera.leases l WHERE l.database > n.database ORDER BY l.database LIMIT 1)
-			FROM names n WHERE n.database IS NOT NULL)
-		SELECT database FROM names WHERE database IS NOT NULL`)
-	if err != nil {
-		return nil, fmt.Errorf("lease: databases: %w", err)
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("lease: databases: %w", err)
-	}
-	return names, nil
+	return DatabaseNames(ctx, s.pool)
 }

@@ -23,9 +23,9 @@ import (
 const localFunctionHelp = `FUNCTION is a directory holding an executable "bootstrap" (the custom-runtime
 layout Lambda runs: any language), an executable (a Go function built with
 -tags lambda.norpc), or a command with its arguments, run in the current
-directory, its LAMBDA_TASK_ROOT (after "--"). It runs under a Docker-free Lambda emulator (Runtime
-and Extensions API, frozen between invocations) with the ephemera extension
-attached, against a local stack: a throwaway PostgreSQL with database
+directory, its LAMBDA_TASK_ROOT (after "--"). It runs under a Docker-free
+Lambda emulator (Runtime and Extensions API, frozen between invocations)
+with the ephemera extension attached, against a local stack: a throwaway PostgreSQL with database
 "orders", the SigV4-verifying STS emulator, the broker and its reaper.
 
 Its execution role is a role of the STS emulator (--role, default
