@@ -56,8 +56,11 @@ func (s *Store) Revoke(ctx context.Context, r RevokeRequest) (l *Lease, revokedN
 	b.Queue(`SELECT pg_catalog.set_config('ephemera.revoke_user', coalesce((SELECT username FROM ephemera.leases
 		WHERE lease_id = $1 AND database = $2 AND revoked_at IS NULL), ''), true)`, r.ID, s.database)
 	b.Queue(revokeDisableLogin)
-	b.Queue(`UPDATE ephemera.leases SET expires_at = least(expires_at, pg_catalog.now()), revoke_started_at =
-		coalesce(revoke_started_at, pg_catalog.now()) WHERE lease_id = $1 AND database = $2 AND revoked_at IS NULL`, r.ID, s.database)
+	// The revocation starts when it holds the row lock, not when its
+	// statement began (now()): a renewal that took the lock first may have
+	// begun after this batch did, and must count as before the revocation.
+	b.Queue(`UPDATE ephemera.leases SET expires_at = least(expires_at, c.t), revoke_started_at = coalesce(revoke_started_at, c.t)
+		FROM (SELECT pg_catalog.clock_timestamp() AS t) c WHERE lease_id = $1 AND database = $2 AND revoked_at IS NULL`, r.ID, s.database)
 	b.Queue(`INSERT INTO ephemera.audit_log (time, request_id, event, decision, reason, principal_arn, account, session, source_ip,
 		database, db_role, username, lease_id, ttl_seconds, policies, latency_ms, aws_profile, source_identity)
 		SELECT $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, l.db_role, l.username, l.lease_id, $12, $13, $14, $15, $16
