@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -254,14 +255,19 @@ func (r *extRun) stop() {
 
 // reader reads the local credential as function code does.
 func (r *extRun) reader() func(context.Context) error {
+	return localReader(fmt.Sprintf("http://127.0.0.1:%d/v1/credentials/orders", r.port), r.token)
+}
+
+// localReader GETs url with the token header and decodes the JSON answer,
+// as function code reading the extension does.
+func localReader(url, token string) func(context.Context) error {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32, DisableCompression: true}}
-	url := fmt.Sprintf("http://127.0.0.1:%d/v1/credentials/orders", r.port)
 	return func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return err
 		}
-		req.Header.Set("X-Ephemera-Token", r.token)
+		req.Header.Set("X-Ephemera-Token", token)
 		resp, err := client.Do(req)
 		if err != nil {
 			return err
@@ -278,6 +284,32 @@ func (r *extRun) reader() func(context.Context) error {
 		}
 		return nil
 	}
+}
+
+// loopbackFloor is the least a local read can cost on this machine: a
+// net/http server on 127.0.0.1 that compares the token and writes a fixed
+// answer of the same shape, read by the same client. It runs in the bench's
+// own process (the extension runs in its own), so it is a floor of the
+// protocol, not of a second process. Stop it with the returned function.
+func loopbackFloor() (url string, token string, stop func(), err error) {
+	token = "floor-token-0123456789abcdef0123456789abcdef"
+	body := []byte(`{"lease_id":"3f8e4a7c-5b1d-4e2f-9a6b-7c8d9e0f1a2b","database":"orders","role":"readonly",` +
+		`"username":"eph_readonly_abcdefghijkl","password":"0123456789abcdef0123456789abcdef0123456789ab","host":"127.0.0.1",` +
+		`"port":5432,"dbname":"orders","sslmode":"verify-full","expires_at":"2026-12-05T10:00:00Z","generation":1}` + "\n")
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return "", "", nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(req.Header.Get("X-Ephemera-Token")), []byte(token)) != 1 {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String() + "/v1/credentials/orders", token, func() { _ = srv.Close() }, nil
 }
 
 func tail(s string) string {

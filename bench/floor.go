@@ -202,3 +202,15 @@ func countLiveCapped(ctx context.Context, p *pgxpool.Pool, db string) error {
 	return p.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM ephemera.leases
 			WHERE database = $1 AND db_role = $2 AND revoked_at IS NULL AND expires_at > $3 LIMIT 500) s`, db, dbRole, time.Now()).Scan(&n)
 }
+
+// formerAuditPrincipalIndex puts back (on) or removes (off) the audit index
+// that migration 8 dropped, so that the replay phase prices it in the same
+// run as the schema without it.
+func (e *env) formerAuditPrincipalIndex(ctx context.Context, on bool) error {
+	sql := "DROP INDEX IF EXISTS ephemera.audit_log_by_principal"
+	if on {
+		sql = "CREATE INDEX IF NOT EXISTS audit_log_by_principal ON ephemera.audit_log (principal_arn, time)"
+	}
+	_, err := e.super.Exec(ctx, sql)
+	return err
+}

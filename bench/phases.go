@@ -143,7 +143,7 @@ func (r *runner) phaseReplay(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	counted = append(counted, replay{"floor", floorIssue(ps, dbFast, verifier), 1}, replay{"floor per statement", floorIssueStatements(ps, dbFast, verifier), 1})
+	counted = append(counted, replay{name: "floor", op: floorIssue(ps, dbFast, verifier), syncCommits: 1}, replay{name: "floor per statement", op: floorIssueStatements(ps, dbFast, verifier), syncCommits: 1})
 	for _, v := range counted {
 		for range 3 {
 			if err := v.op(ctx); err != nil {
@@ -162,7 +162,7 @@ func (r *runner) phaseReplay(ctx context.Context) error {
 	r.res.RoundTrips["floor_issue_per_statement"] = flights["floor per statement"]
 
 	r.rows = append(r.rows, sectionRow(fmt.Sprintf("the broker's issue SQL replayed through broker/lease, no HTTP/STS/policy (database %s, scram 64; variants alternate)", dbFast)))
-	floorV := replay{"floor (1 round trip, 1 commit)", floorIssue(e.admin, dbFast, verifier), 1}
+	floorV := replay{name: "floor (1 round trip, 1 commit)", op: floorIssue(e.admin, dbFast, verifier), syncCommits: 1}
 	flights[floorV.name] = flights["floor"]
 	all := append([]replay{floorV}, variants...)
 	for _, c := range []int{1, 16} {
@@ -172,6 +172,11 @@ func (r *runner) phaseReplay(ctx context.Context) error {
 			for i, v := range all {
 				if err := e.cleanup(ctx); err != nil {
 					return err
+				}
+				if v.around != nil {
+					if err := v.around(ctx, true); err != nil {
+						return fmt.Errorf("%s: %w", v.name, err)
+					}
 				}
 				if w := drive(ctx, c, r.warm/2, lots, v.op); w.n() == 0 && w.errs > 0 {
 					return fmt.Errorf("%s c=%d: %w", v.name, c, w.firstErr)
@@ -187,6 +192,11 @@ func (r *runner) phaseReplay(ctx context.Context) error {
 				w, err := r.meter.since(ctx, r0, s.n())
 				if err != nil {
 					return err
+				}
+				if v.around != nil {
+					if err := v.around(ctx, false); err != nil {
+						return fmt.Errorf("%s: %w", v.name, err)
+					}
 				}
 				got[i].merge(s)
 				work[i].add(w)
@@ -499,11 +509,16 @@ func (r *runner) phaseExtension(ctx context.Context, bin string) error {
 		r.res.LocalReadC4 = latencyUs{P50: round3(us(s4.p(0.5))), P99: round3(us(s4.p(0.99))), OpsPerS: round3(s4.opsPerSec()), N: s4.n()}
 		x.RSSKiBAfterReads = run.rssKiB()
 		run.stop()
+		floorRows, err := r.localReadFloor(ctx)
+		if err != nil {
+			return fmt.Errorf("local read floor: %w", err)
+		}
 		r.rows = append(r.rows, sectionRow("extension (static, stripped, linux/"+x.Arch+"; broker answering instantly unless said)"),
 			row{phase: "  local credential read over loopback", conc: "1", p50: fmtDur(s.p(0.5)), p99: fmtDur(s.p(0.99)), ops: fmtRate(s.opsPerSec()),
 				published: pubAccess, notes: fmt.Sprintf("GET 127.0.0.1/v1/credentials/orders; n=%d", s.n())},
 			row{phase: "  local credential read over loopback", conc: "4", p50: fmtDur(s4.p(0.5)), p99: fmtDur(s4.p(0.99)), ops: fmtRate(s4.opsPerSec()),
 				published: pubAccess, notes: fmt.Sprintf("n=%d", s4.n())})
+		r.rows = append(r.rows, floorRows...)
 	}
 	med := percentile(inits, 0.5)
 	x.InitMs = round3(ms(med))
@@ -540,4 +555,32 @@ func (r *runner) phaseExtension(ctx context.Context, bin string) error {
 		row{phase: "  layer zip", notes: fmt.Sprintf("%d bytes (%.1f MiB), %s", x.LayerZipBytes, float64(x.LayerZipBytes)/(1<<20), "layer.WriteZip")})
 	r.step("  init %s, rss %d KiB, local read p50 %.0f µs", fmtDur(med), x.RSSKiB, r.res.LocalReadUs.P50)
 	return nil
+}
+
+// localReadFloor measures loopbackFloor at c = 1 and 4 with the same client
+// and counts as the extension's local read: what net/http over loopback
+// costs here before the extension does anything.
+func (r *runner) localReadFloor(ctx context.Context) ([]row, error) {
+	url, token, stop, err := loopbackFloor()
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	read := localReader(url, token)
+	var rows []row
+	for _, c := range []int{1, 4} {
+		s, err := r.measure(ctx, c, 500, 20000*c, read)
+		if err != nil {
+			return nil, fmt.Errorf("c=%d: %w", c, err)
+		}
+		l := latencyUs{P50: round3(us(s.p(0.5))), P99: round3(us(s.p(0.99))), OpsPerS: round3(s.opsPerSec()), N: s.n()}
+		if c == 1 {
+			r.res.LocalReadFloorUs = l
+		} else {
+			r.res.LocalReadFloorC4 = l
+		}
+		rows = append(rows, row{phase: "  floor: net/http GET over loopback, fixed answer", conc: cs(c), p50: fmtDur(s.p(0.5)), p99: fmtDur(s.p(0.99)),
+			ops: fmtRate(s.opsPerSec()), notes: fmt.Sprintf("same client, token compared, same-size JSON; in the bench's process; n=%d", s.n())})
+	}
+	return rows, nil
 }

@@ -83,6 +83,9 @@ type replay struct {
 	name        string
 	op          func(context.Context) error
 	syncCommits int
+	// around, when set, runs before the variant's measured windows with
+	// on true and after them with on false (a schema change under test).
+	around func(ctx context.Context, on bool) error
 }
 
 // replays returns the variants over database db (scram 64, so that the
@@ -134,8 +137,10 @@ func (e *env) replays(db string, pool *pgxpool.Pool) ([]replay, error) {
 		return issue(ctx, n)
 	}
 	return []replay{
-		{"as the broker does it: UseNonce; Issue", asBroker, 2},
-		{"nonce in Issue's transaction (IssueRequest.Nonce)", nonceInside, 1},
+		{name: "as the broker does it: UseNonce; Issue", op: asBroker, syncCommits: 2},
+		{name: "the same with index audit_log_by_principal (dropped by migration 8)", op: asBroker, syncCommits: 2,
+			around: func(ctx context.Context, on bool) error { return e.formerAuditPrincipalIndex(ctx, on) }},
+		{name: "nonce in Issue's transaction (IssueRequest.Nonce)", op: nonceInside, syncCommits: 1},
 	}, nil
 }
 
