@@ -44,6 +44,8 @@ func fromStore(err error) error {
 		return api.Wrap(api.CodeLeaseExpired, err, "the lease has expired")
 	case errors.Is(err, lease.ErrRevoked):
 		return api.Wrap(api.CodeLeaseRevoked, err, "the lease was revoked")
+	case errors.Is(err, lease.ErrReplayed):
+		return &api.Error{Code: api.CodeReplayedProof, Message: "proof was already used", Cause: err}
 	case errors.Is(err, lease.ErrLimit):
 		return &api.Error{Code: api.CodeLeaseLimit, Message: "the role has reached max_leases", Cause: err, RetryAfter: 5 * time.Second}
 	case lease.Unavailable(err):

@@ -113,6 +113,9 @@ type envOptions struct {
 	env map[string]string
 	// yaml is appended to the configuration (top-level keys).
 	yaml string
+	// databases is added to the configuration's databases (entries indented
+	// by two spaces; %[1]d is PostgreSQL's port, %[2]s its database).
+	databases string
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -146,7 +149,11 @@ func startBroker(t *testing.T, o envOptions, sts *stsserver.Server, logs, audits
 		port = o.dbPort
 		adminDSN = strings.Replace(adminDSN, fmt.Sprintf(":%d/", pg.Port()), fmt.Sprintf(":%d/", o.dbPort), 1)
 	}
-	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(baseConfig, port, pg.Database())+o.yaml), 0o644))
+	doc := fmt.Sprintf(baseConfig, port, pg.Database())
+	if o.databases != "" {
+		doc = strings.Replace(doc, "aws_profiles:", fmt.Sprintf(o.databases, port, pg.Database())+"aws_profiles:", 1)
+	}
+	must(t, os.WriteFile(cfgPath, []byte(doc+o.yaml), 0o644))
 	vars := map[string]string{
 		"EPHEMERA_CONFIG":       cfgPath,
 		"EPHEMERA_POLICY_DIR":   polDir,

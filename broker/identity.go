@@ -47,28 +47,65 @@ func (c caller) arn() string {
 // may act.
 var errOperatorNotAllowed = api.Errorf(api.CodeInvalidRequest, "this operation needs a workload's proof")
 
-// authenticate verifies who asks. A proof is verified inside a
-// verify_identity trace subsegment (the STS call is its remote child).
+// authenticate verifies who asks, spending a proof's nonce before STS is
+// asked. A proof is verified inside a verify_identity trace subsegment
+// (the STS call is its remote child).
 func (b *Broker) authenticate(ctx context.Context, id Identity, operatorOK bool) (caller, error) {
+	c, _, err := b.verifyIdentity(ctx, id, operatorOK, false)
+	return c, err
+}
+
+// authenticateDeferred is authenticate for a workload whose proof's nonce
+// the caller records itself (Issue records it with the credential): the
+// nonce is only read here, and the returned PendingNonce must be recorded
+// or spent on every path (settleNonce).
+func (b *Broker) authenticateDeferred(ctx context.Context, id Identity) (caller, *attest.PendingNonce, error) {
+	return b.verifyIdentity(ctx, id, false, true)
+}
+
+func (b *Broker) verifyIdentity(ctx context.Context, id Identity, operatorOK, deferNonce bool) (caller, *attest.PendingNonce, error) {
 	if id.operator != "" {
 		if !operatorOK {
-			return caller{}, errOperatorNotAllowed
+			return caller{}, nil, errOperatorNotAllowed
 		}
 		if strings.TrimSpace(id.operator) == "" {
-			return caller{}, api.Errorf(api.CodeInvalidRequest, "the operator has no name")
+			return caller{}, nil, api.Errorf(api.CodeInvalidRequest, "the operator has no name")
 		}
-		return caller{operator: id.operator}, nil
+		return caller{operator: id.operator}, nil, nil
 	}
 	if b.verifier == nil {
-		return caller{}, api.Errorf(api.CodeInvalidRequest, "this broker accepts operators only (no proof verifier)")
+		return caller{}, nil, api.Errorf(api.CodeInvalidRequest, "this broker accepts operators only (no proof verifier)")
 	}
 	ctx, end := trace.Start(ctx, "verify_identity")
-	p, err := b.verifier.Verify(ctx, id.proof)
+	var p *attest.Principal
+	var pending *attest.PendingNonce
+	var err error
+	if deferNonce {
+		p, pending, err = b.verifier.VerifyDeferred(ctx, id.proof)
+	} else {
+		p, err = b.verifier.Verify(ctx, id.proof)
+	}
 	if err != nil {
 		err = fromVerify(err)
 		end(errors.New(string(api.CodeOf(err)))) // the code only: messages may quote caller input
-		return caller{}, err
+		return caller{}, nil, err
 	}
 	end(nil)
-	return caller{principal: p}, nil
+	return caller{principal: p}, pending, nil
+}
+
+// settleNonce records a pending nonce that no transaction recorded: a proof
+// that reached a decision (a denial, a refused TTL, a full role, an error
+// after verification) is spent like one that got its credential, so the
+// same proof cannot be tried again. When the database is unavailable the
+// nonce cannot be recorded, as it could not be by Verify either; the proof
+// then stays usable until it goes stale (5 minutes), and only for a
+// request that again passes every check.
+func (b *Broker) settleNonce(ctx context.Context, pn *attest.PendingNonce, outcome error) {
+	if pn == nil || pn.Spent() || api.CodeOf(outcome) == api.CodeDatabaseUnavailable {
+		return
+	}
+	if err := b.verifier.Spend(ctx, pn); err != nil && attest.CodeOf(err) != attest.CodeReplayedProof {
+		b.log.Warn("could not record a proof's nonce after the request ended", "err", err)
+	}
 }

@@ -2,11 +2,14 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/broker/audit"
+	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
 	"github.com/ephemera-sh/ephemera/broker/policy"
@@ -38,11 +41,15 @@ func (b *Broker) Issue(ctx context.Context, in IssueInput) (cred *api.Credential
 	defer cancel()
 
 	start := time.Now()
-	c, err := b.authenticate(dbctx, in.Identity, false)
+	c, pending, err := b.authenticateDeferred(dbctx, in.Identity)
 	verifyTime := time.Since(start)
 	if err != nil {
 		return nil, err
 	}
+	// The proof's nonce is recorded in the issue's own transaction when the
+	// replay database is the issue's (one commit per credential), else just
+	// before it; every other ending spends it here.
+	defer func() { b.settleNonce(dbctx, pending, err) }()
 	withCaller(&rec, c)
 	db := b.cfg.Database(in.Database)
 	if db == nil {
@@ -77,18 +84,28 @@ func (b *Broker) Issue(ctx context.Context, in IssueInput) (cred *api.Credential
 	}
 	row := rec
 	row.LatencyMS = float64(b.now().Sub(info.Received).Microseconds()) / 1000
-	ictx, endIssue := trace.Start(dbctx, "issue_role")
-	l, err := b.stores.Get(db.Name).Issue(ictx, lease.IssueRequest{
+	req := lease.IssueRequest{
 		DBRole: role.Name, MemberOf: role.MemberOf, Creation: role.Creation,
 		Username: username, Verifier: verifier,
 		PrincipalARN: c.principal.RoleARN, Account: c.principal.Account, Session: c.principal.Session, RequestID: info.ID,
 		IssuedAt: info.Received, TTL: ttl, MaxTTL: role.MaxTTL, MaxLeases: role.MaxLeases,
 		Audit: row,
-	})
+	}
+	if b.recordsNoncesIn(db) {
+		req.Nonce, req.NonceExpires = pending.Value()
+	} else if err := b.verifier.Spend(dbctx, pending); err != nil {
+		return nil, fromVerify(err)
+	}
+	ictx, endIssue := trace.Start(dbctx, "issue_role")
+	l, err := b.stores.Get(db.Name).Issue(ictx, req)
 	endIssue(err)
+	if errors.Is(err, lease.ErrReplayed) {
+		pending.MarkSpent() // another presentation of the proof recorded it
+	}
 	if err != nil {
 		return nil, fromStore(err)
 	}
+	pending.MarkSpent()
 	committed = true
 	rec.Username, rec.LeaseID = l.Username, l.ID
 	b.metrics.IssueLatencies(time.Since(start), verifyTime, policyTime)
@@ -99,6 +116,24 @@ func (b *Broker) Issue(ctx context.Context, in IssueInput) (cred *api.Credential
 		IssuedAt: l.IssuedAt, ExpiresAt: l.ExpiresAt, MaxExpiresAt: l.MaxExpiresAt,
 		Renewable: l.ExpiresAt.Before(l.MaxExpiresAt),
 	}, nil
+}
+
+// recordsNoncesIn reports whether db's ephemera.nonces is the replay
+// database's: the configured replay database itself, or another name for
+// the same PostgreSQL database (same host, port, database name and admin
+// user, so the same privileges on schema ephemera). Then
+// the issue's transaction can record the proof's nonce; otherwise the nonce
+// is recorded in the replay database first (its own commit). Two names that
+// reach one database under different host names are taken as different:
+// the cost is a commit, never a nonce recorded where the replay check does
+// not look.
+func (b *Broker) recordsNoncesIn(db *config.Database) bool {
+	if db.Name == b.cfg.ReplayDatabase {
+		return true
+	}
+	r := b.cfg.Database(b.cfg.ReplayDatabase)
+	return r != nil && strings.EqualFold(r.Host, db.Host) && r.Port == db.Port && r.DBName == db.DBName &&
+		r.Admin.User == db.Admin.User
 }
 
 // Expired leases revoked opportunistically after each issue, so revocation

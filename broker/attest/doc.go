@@ -38,7 +38,10 @@
 //  7. X-Amz-Date is at most 5 minutes old and 1 minute ahead (Config.MaxAge,
 //     Config.MaxAhead);
 //  8. the nonce was never used (Config.Nonces records it until check 7
-//     would refuse the proof anyway);
+//     would refuse the proof anyway). Verify records it here, before STS is
+//     asked; VerifyDeferred only reads the store here and hands the caller a
+//     PendingNonce to record in its own transaction (the broker records it
+//     with the credential it issues: one commit) or with Spend;
 //  9. the unchanged request, sent to the configured endpoint with the signed
 //     Host header, is answered 200 text/xml with exactly one XML document
 //     whose root is GetCallerIdentityResponse with exactly one

@@ -36,12 +36,13 @@ var testHost = attest.STSHost(testRegion)
 type memNonces struct {
 	mu      sync.Mutex
 	seen    map[string]time.Time
-	calls   int
+	calls   int // UseNonce
+	reads   int // NonceSeen
 	expires []time.Time
 	err     error // returned by every call when set
 }
 
-var _ attest.NonceStore = (*memNonces)(nil)
+var _ attest.NonceReader = (*memNonces)(nil)
 
 func newMemNonces() *memNonces { return &memNonces{seen: map[string]time.Time{}} }
 
@@ -58,6 +59,24 @@ func (m *memNonces) UseNonce(_ context.Context, nonce string, expires time.Time)
 	}
 	m.seen[nonce] = expires
 	return true, nil
+}
+
+// NonceSeen reads without recording (counted apart from UseNonce).
+func (m *memNonces) NonceSeen(_ context.Context, nonce string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reads++
+	if m.err != nil {
+		return false, m.err
+	}
+	_, ok := m.seen[nonce]
+	return ok, nil
+}
+
+func (m *memNonces) readCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reads
 }
 
 func (m *memNonces) callCount() int {

@@ -143,8 +143,109 @@ type checked struct {
 
 // Verify runs every check of the package documentation in order and
 // returns the principal STS vouched for. Checks 1 to 8 make no outbound
-// call; the first failure ends verification with an *Error.
+// call; the first failure ends verification with an *Error. The nonce is
+// recorded at check 8, before STS is asked.
 func (v *Verifier) Verify(ctx context.Context, p *Proof) (*Principal, error) {
+	c, err := v.checkFresh(p)
+	if err != nil {
+		return nil, err
+	}
+	// 8. single use: recorded until the proof could no longer pass check 7.
+	if err := v.spend(ctx, c.nonce, v.nonceExpiry(c)); err != nil {
+		return nil, err
+	}
+	return v.askSTS(ctx, c, p)
+}
+
+// VerifyDeferred is Verify that leaves the nonce to the caller: check 8
+// only reads the nonce store (a nonce already recorded is a replay, refused
+// before STS is asked), and the returned PendingNonce must then be recorded
+// exactly once — inside the caller's own transaction, so that the
+// credential and the spent nonce commit together, or with Spend on every
+// path that ends without that transaction. Until it is recorded, the proof
+// may be presented again; whichever presentation records it first wins, and
+// the others fail with replayed_proof. Config.Nonces must implement
+// NonceReader.
+func (v *Verifier) VerifyDeferred(ctx context.Context, p *Proof) (*Principal, *PendingNonce, error) {
+	reader, ok := v.cfg.Nonces.(NonceReader)
+	if !ok {
+		return nil, nil, &Error{Code: CodeInternal, Check: 8, Message: "the nonce store cannot be read without recording"}
+	}
+	c, err := v.checkFresh(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	// 8. single use, read only.
+	seen, err := reader.NonceSeen(ctx, c.nonce)
+	if err != nil {
+		return nil, nil, &Error{Code: CodeInternal, Check: 8, Message: "nonce store unavailable", Err: err}
+	}
+	if seen {
+		return nil, nil, errReplayed()
+	}
+	pr, err := v.askSTS(ctx, c, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pr, &PendingNonce{nonce: c.nonce, expires: v.nonceExpiry(c)}, nil
+}
+
+// Spend records a pending nonce with Config.Nonces. It fails with
+// replayed_proof when the nonce was recorded already (another presentation
+// of the same proof won), and does nothing for a nonce already spent
+// through this PendingNonce.
+func (v *Verifier) Spend(ctx context.Context, pn *PendingNonce) error {
+	if pn == nil || pn.spent {
+		return nil
+	}
+	if err := v.spend(ctx, pn.nonce, pn.expires); err != nil {
+		return err
+	}
+	pn.spent = true
+	return nil
+}
+
+// NonceReader is a NonceStore that can also tell whether a nonce was
+// recorded, without recording it (VerifyDeferred).
+type NonceReader interface {
+	NonceStore
+	NonceSeen(ctx context.Context, nonce string) (bool, error)
+}
+
+// PendingNonce is the nonce of a proof that VerifyDeferred accepted and
+// nobody has recorded yet. Its fields are unexported and it formats as
+// "[nonce]": a nonce in a log line would tell a reader which proof to
+// replay if it were ever left unrecorded.
+type PendingNonce struct {
+	nonce   string
+	expires time.Time
+	spent   bool
+}
+
+// Value is what the caller records in its own transaction: the nonce and
+// how long it must be kept. The caller then calls MarkSpent once that
+// transaction has committed.
+func (pn *PendingNonce) Value() (nonce string, expires time.Time) { return pn.nonce, pn.expires }
+
+// MarkSpent notes that the caller's transaction recorded the nonce, so
+// that a later Spend does nothing.
+func (pn *PendingNonce) MarkSpent() { pn.spent = true }
+
+// Spent reports whether the nonce was recorded through this PendingNonce.
+func (pn *PendingNonce) Spent() bool { return pn.spent }
+
+// String hides the nonce.
+func (pn *PendingNonce) String() string { return "[nonce]" }
+
+// GoString hides the nonce from %#v.
+func (pn *PendingNonce) GoString() string { return "attest.PendingNonce{[nonce]}" }
+
+func errReplayed() error {
+	return &Error{Code: CodeReplayedProof, Check: 8, Message: "proof was already used"}
+}
+
+// checkFresh runs checks 1 to 7.
+func (v *Verifier) checkFresh(p *Proof) (*checked, error) {
 	c, err := v.checkShape(p)
 	if err != nil {
 		return nil, err
@@ -156,20 +257,33 @@ func (v *Verifier) Verify(ctx context.Context, p *Proof) (*Principal, error) {
 	} else if -age > v.cfg.MaxAhead {
 		return nil, &Error{Code: CodeStaleProof, Check: 7, Message: fmt.Sprintf("proof is dated %s in the future; the limit is %s", (-age).Round(time.Second), v.cfg.MaxAhead)}
 	}
-	// 8. single use: recorded until the proof could no longer pass check 7.
-	fresh, err := v.cfg.Nonces.UseNonce(ctx, c.nonce, c.amzDate.Add(v.cfg.MaxAge+time.Second))
+	return c, nil
+}
+
+// nonceExpiry is how long a nonce is kept: until its proof could no longer
+// pass check 7.
+func (v *Verifier) nonceExpiry(c *checked) time.Time {
+	return c.amzDate.Add(v.cfg.MaxAge + time.Second)
+}
+
+// spend records nonce (check 8).
+func (v *Verifier) spend(ctx context.Context, nonce string, expires time.Time) error {
+	fresh, err := v.cfg.Nonces.UseNonce(ctx, nonce, expires)
 	if err != nil {
-		return nil, &Error{Code: CodeInternal, Check: 8, Message: "nonce store unavailable", Err: err}
+		return &Error{Code: CodeInternal, Check: 8, Message: "nonce store unavailable", Err: err}
 	}
 	if !fresh {
-		return nil, &Error{Code: CodeReplayedProof, Check: 8, Message: "proof was already used"}
+		return errReplayed()
 	}
-	// 9. ask STS
+	return nil
+}
+
+// askSTS runs checks 9 (ask STS) and 10 (the identity).
+func (v *Verifier) askSTS(ctx context.Context, c *checked, p *Proof) (*Principal, error) {
 	res, err := v.callSTS(ctx, c, p.Body)
 	if err != nil {
 		return nil, err
 	}
-	// 10. the identity
 	return v.principal(res)
 }
 

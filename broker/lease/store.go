@@ -456,6 +456,17 @@ func (s *Store) UseNonce(ctx context.Context, nonce string, expires time.Time) (
 	return tag.RowsAffected() == 1, nil
 }
 
+// NonceSeen reports whether a proof nonce was recorded, without recording
+// it (attest.NonceReader): the broker reads it before it asks STS, and
+// records the nonce with the credential it issues.
+func (s *Store) NonceSeen(ctx context.Context, nonce string) (bool, error) {
+	var seen bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ephemera.nonces WHERE nonce = $1)`, nonce).Scan(&seen); err != nil {
+		return false, fmt.Errorf("lease: nonce seen: %w", err)
+	}
+	return seen, nil
+}
+
 // NewID returns a random (version 4) UUID.
 func NewID() (string, error) {
 	var b [16]byte

@@ -1,0 +1,193 @@
+package broker_test
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/ephemera-sh/ephemera/broker/attest"
+)
+
+// nonceOf is the proof's X-Ephemera-Nonce.
+func nonceOf(p *attest.Proof) string {
+	for k, v := range p.Headers {
+		if http.CanonicalHeaderKey(k) == attest.HeaderNonce && len(v) > 0 {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+// nonceRecorded reports whether the proof's nonce is in ephemera.nonces.
+func nonceRecorded(t *testing.T, p *attest.Proof) bool {
+	t.Helper()
+	var ok bool
+	must(t, superuser(t).QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM ephemera.nonces WHERE nonce = $1)`, nonceOf(p)).Scan(&ok))
+	return ok
+}
+
+// TestIssueIsOneCommit: the proof's nonce, the lease and its audit row are
+// written by one transaction (the replay database is the issue's own), so
+// a credential costs PostgreSQL one commit and the nonce is durable
+// exactly when the credential is.
+func TestIssueIsOneCommit(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	p := e.proof(e.workload("orders-api-role", "fn"))
+	a := e.post("/v1/credentials", map[string]any{"identity": p, "database": "orders", "role": "readonly", "ttl_seconds": 60})
+	if a.Status != http.StatusCreated {
+		t.Fatalf("issue: %d %s", a.Status, a.Raw)
+	}
+	var nonceXmin, leaseXmin, auditXmin string
+	conn := superuser(t)
+	ctx := context.Background()
+	must(t, conn.QueryRow(ctx, `SELECT xmin::text FROM ephemera.leases WHERE lease_id = $1`, a.str("lease_id")).Scan(&leaseXmin))
+	must(t, conn.QueryRow(ctx, `SELECT xmin::text FROM ephemera.audit_log WHERE request_id = $1`, a.RequestID).Scan(&auditXmin))
+	must(t, conn.QueryRow(ctx, `SELECT xmin::text FROM ephemera.nonces WHERE nonce = $1`, nonceOf(p)).Scan(&nonceXmin))
+	if nonceXmin != leaseXmin || auditXmin != leaseXmin {
+		t.Fatalf("nonce, lease and audit row written by transactions %s, %s and %s; want one", nonceXmin, leaseXmin, auditXmin)
+	}
+}
+
+// TestIssueSameProofConcurrently: one proof presented eight times at once
+// gets exactly one credential; every other presentation is 401
+// replayed_proof, audited as such, and leaves no role behind.
+func TestIssueSameProofConcurrently(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	p := e.proof(e.workload("orders-api-role", "fn"))
+	body := map[string]any{"identity": p, "database": "orders", "role": "readonly", "ttl_seconds": 60}
+	roles := ephemeralRoles(t)
+	const n = 8
+	answers := make([]answer, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			answers[i] = e.post("/v1/credentials", body)
+		})
+	}
+	close(start)
+	wg.Wait()
+	created := 0
+	for _, a := range answers {
+		switch {
+		case a.Status == http.StatusCreated:
+			created++
+		case a.Status == http.StatusUnauthorized && a.code() == "replayed_proof":
+			if row := auditOne(t, a.RequestID); row.Decision != "deny" || row.Reason != "replayed_proof" {
+				t.Errorf("audit of a refused presentation: %+v", row)
+			}
+		default:
+			t.Errorf("presentation answered %d %s", a.Status, a.Raw)
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d of %d presentations got a credential, want exactly 1", created, n)
+	}
+	if got := ephemeralRoles(t); got != roles+1 {
+		t.Fatalf("%d ephemeral roles after the race, want %d (one credential, nothing left by the refused ones)", got, roles+1)
+	}
+}
+
+// TestRefusedProofCannotBeReused: a proof that reached a decision without a
+// credential — denied by the policy, or asking for a TTL beyond the role's
+// maximum — is spent: presenting it again is 401 replayed_proof and does
+// not reach STS.
+func TestRefusedProofCannotBeReused(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	cases := []struct {
+		name, role string
+		ttl        int
+		status     int
+	}{
+		{"denied by the policy", "orders-web-role", 60, http.StatusForbidden},
+		{"ttl beyond the role's maximum", "orders-api-role", 7200, http.StatusBadRequest},
+		{"unknown role", "orders-api-role", 0, http.StatusNotFound},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := e.proof(e.workload(tc.role, "fn"))
+			body := map[string]any{"identity": p, "database": "orders", "role": "readonly"}
+			if tc.ttl > 0 {
+				body["ttl_seconds"] = tc.ttl
+			}
+			if tc.status == http.StatusNotFound {
+				body["role"] = "no-such-role"
+			}
+			if a := e.post("/v1/credentials", body); a.Status != tc.status {
+				t.Fatalf("first presentation: %d %s, want %d", a.Status, a.Raw, tc.status)
+			}
+			if !nonceRecorded(t, p) {
+				t.Fatal("the refused proof's nonce was not recorded")
+			}
+			e.sts.Reset()
+			a := e.post("/v1/credentials", body)
+			if a.Status != http.StatusUnauthorized || a.code() != "replayed_proof" {
+				t.Fatalf("second presentation: %d %s, want 401 replayed_proof", a.Status, a.Raw)
+			}
+			if e.sts.RequestCount() != 0 {
+				t.Fatal("the second presentation reached STS")
+			}
+		})
+	}
+}
+
+// TestNonceRecordedWhereTheReplayCheckLooks: a database configured under a
+// second name (same host, port, database and admin) records the nonce in
+// the issue's transaction, like the replay database itself; a name that
+// reaches the same database under another host name is taken as another
+// database, and the nonce is committed first in the replay database. Either
+// way the proof cannot be presented again, on any name.
+func TestNonceRecordedWhereTheReplayCheckLooks(t *testing.T) {
+	const alias = `  orders_alias:
+    host: 127.0.0.1
+    port: %[1]d
+    dbname: %[2]s
+    sslmode: disable
+    admin: {user: ephemera_admin, auth: dsn, dsn_env: TEST_ORDERS_ADMIN_DSN}
+    roles:
+      readonly: {member_of: [orders_read]}
+  orders_byname:
+    host: localhost
+    port: %[1]d
+    dbname: %[2]s
+    sslmode: disable
+    admin: {user: ephemera_admin, auth: dsn, dsn_env: TEST_ORDERS_ADMIN_DSN}
+    roles:
+      readonly: {member_of: [orders_read]}
+`
+	pol := basePolicies + `
+@id("aliases")
+permit (principal, action == Ephemera::Action::"issue", resource)
+when { resource in Ephemera::Database::"orders_alias" || resource in Ephemera::Database::"orders_byname" };
+`
+	e := newEnv(t, envOptions{databases: alias, policies: &pol, yaml: "replay_database: orders\n"})
+	ctx := context.Background()
+	conn := superuser(t)
+	for _, tc := range []struct {
+		db     string
+		oneTxn bool
+	}{{"orders_alias", true}, {"orders_byname", false}} {
+		t.Run(tc.db, func(t *testing.T) {
+			p := e.proof(e.workload("orders-api-role", "fn"))
+			body := map[string]any{"identity": p, "database": tc.db, "role": "readonly", "ttl_seconds": 60}
+			a := e.post("/v1/credentials", body)
+			if a.Status != http.StatusCreated {
+				t.Fatalf("issue: %d %s", a.Status, a.Raw)
+			}
+			var nonceXmin, leaseXmin string
+			must(t, conn.QueryRow(ctx, `SELECT xmin::text FROM ephemera.leases WHERE lease_id = $1`, a.str("lease_id")).Scan(&leaseXmin))
+			must(t, conn.QueryRow(ctx, `SELECT xmin::text FROM ephemera.nonces WHERE nonce = $1`, nonceOf(p)).Scan(&nonceXmin))
+			if (nonceXmin == leaseXmin) != tc.oneTxn {
+				t.Fatalf("nonce in transaction %s, lease in %s; one transaction: %v, want %v", nonceXmin, leaseXmin, nonceXmin == leaseXmin, tc.oneTxn)
+			}
+			for _, db := range []string{tc.db, "orders"} {
+				body["database"] = db
+				if a := e.post("/v1/credentials", body); a.code() != "replayed_proof" {
+					t.Fatalf("the proof presented again for %s: %d %s", db, a.Status, a.Raw)
+				}
+			}
+		})
+	}
+}
