@@ -128,15 +128,31 @@ func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	}
 }
 
+// TestNonces: NonceSeen only reads (a nonce read twice is still fresh for
+// UseNonce), UseNonce records once, and NonceSeen then sees it.
 func TestNonces(t *testing.T) {
+	ctx := context.Background()
 	s := lease.NewStore(admin, "orders")
+	nonce := randomName("nonce_")
 	exp := time.Now().Add(time.Minute)
-	fresh, err := s.UseNonce(context.Background(), "0123456789abcdef0123456789abcdef", exp)
+	for range 2 {
+		seen, err := s.NonceSeen(ctx, nonce)
+		must(t, err)
+		if seen {
+			t.Fatal("NonceSeen reports a nonce nobody recorded")
+		}
+	}
+	fresh, err := s.UseNonce(ctx, nonce, exp)
 	must(t, err)
-	again, err := s.UseNonce(context.Background(), "0123456789abcdef0123456789abcdef", exp)
+	again, err := s.UseNonce(ctx, nonce, exp)
 	must(t, err)
 	if !fresh || again {
 		t.Fatalf("first use fresh=%v, second fresh=%v", fresh, again)
+	}
+	seen, err := s.NonceSeen(ctx, nonce)
+	must(t, err)
+	if !seen {
+		t.Fatal("NonceSeen does not see a recorded nonce")
 	}
 }
 
