@@ -102,7 +102,7 @@ func (b *Broker) AdminRevoke(ctx context.Context, in AdminRevokeInput) (out *api
 				lrec.PrincipalARN, lrec.Account = c.principal.RoleARN, c.principal.Account
 			}
 			lrec.DBRole, lrec.Username, lrec.LeaseID = l.DBRole, l.Username, l.ID
-			res, err := b.revokeOne(dbctx, info, lrec, l, reason)
+			res, err := b.revokeOne(dbctx, info, lrec, l, reason, nil)
 			if err != nil {
 				failed = err
 				b.finish(ctx, info, lrec, err, false)

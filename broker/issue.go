@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ephemera-sh/ephemera/broker/api"
+	"github.com/ephemera-sh/ephemera/broker/attest"
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/broker/lease"
@@ -91,21 +92,16 @@ func (b *Broker) Issue(ctx context.Context, in IssueInput) (cred *api.Credential
 		IssuedAt: info.Received, TTL: ttl, MaxTTL: role.MaxTTL, MaxLeases: role.MaxLeases,
 		Audit: row,
 	}
-	if b.recordsNoncesIn(db) {
-		req.Nonce, req.NonceExpires = pending.Value()
-	} else if err := b.verifier.Spend(dbctx, pending); err != nil {
-		return nil, fromVerify(err)
+	if req.Nonce, req.NonceExpires, err = b.nonceFor(dbctx, db.Name, pending); err != nil {
+		return nil, err
 	}
 	ictx, endIssue := trace.Start(dbctx, "issue_role")
 	l, err := b.stores.Get(db.Name).Issue(ictx, req)
 	endIssue(err)
-	if errors.Is(err, lease.ErrReplayed) {
-		pending.MarkSpent() // another presentation of the proof recorded it
-	}
+	settled(pending, err)
 	if err != nil {
 		return nil, fromStore(err)
 	}
-	pending.MarkSpent()
 	committed = true
 	rec.Username, rec.LeaseID = l.Username, l.ID
 	b.metrics.IssueLatencies(time.Since(start), verifyTime, policyTime)
@@ -134,6 +130,34 @@ func (b *Broker) recordsNoncesIn(db *config.Database) bool {
 	r := b.cfg.Database(b.cfg.ReplayDatabase)
 	return r != nil && strings.EqualFold(r.Host, db.Host) && r.Port == db.Port && r.DBName == db.DBName &&
 		r.Admin.User == db.Admin.User
+}
+
+// nonceFor returns what the store's request records in its own transaction
+// for a pending proof nonce: the nonce, when database holds the replay
+// database's nonces; otherwise nothing, after spending the nonce in the
+// replay database (its own commit). A nil pending nonce (an operator) is
+// nothing to record.
+func (b *Broker) nonceFor(ctx context.Context, database string, pending *attest.PendingNonce) (string, time.Time, error) {
+	if pending == nil || pending.Spent() {
+		return "", time.Time{}, nil
+	}
+	if db := b.cfg.Database(database); db != nil && b.recordsNoncesIn(db) {
+		n, exp := pending.Value()
+		return n, exp, nil
+	}
+	if err := b.verifier.Spend(ctx, pending); err != nil {
+		return "", time.Time{}, fromVerify(err)
+	}
+	return "", time.Time{}, nil
+}
+
+// settled notes the outcome of a store call that carried the pending
+// nonce: committed, or refused because another presentation of the proof
+// recorded it first. Either way there is nothing left to spend.
+func settled(pending *attest.PendingNonce, err error) {
+	if pending != nil && (err == nil || errors.Is(err, lease.ErrReplayed)) {
+		pending.MarkSpent()
+	}
 }
 
 // Expired leases revoked opportunistically after each issue, so revocation

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ephemera-sh/ephemera/broker/api"
+	"github.com/ephemera-sh/ephemera/broker/attest"
 	"github.com/ephemera-sh/ephemera/broker/audit"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/policy"
@@ -54,26 +55,29 @@ func (b *Broker) findLease(ctx context.Context, id string) (*lease.Lease, error)
 }
 
 // leaseRequest is the common start of renew and revoke: check the id,
-// verify the caller, find the lease. It fills rec as far as it gets.
-func (b *Broker) leaseRequest(ctx context.Context, rec *audit.Record, id Identity, leaseID string, operatorOK bool) (caller, *lease.Lease, error) {
+// verify the caller, find the lease. It fills rec as far as it gets. A
+// workload's proof nonce comes back pending (nil for an operator): the
+// caller records it with the change (nonceFor) and settles it on every
+// other path.
+func (b *Broker) leaseRequest(ctx context.Context, rec *audit.Record, id Identity, leaseID string, operatorOK bool) (caller, *attest.PendingNonce, *lease.Lease, error) {
 	if !uuidRE.MatchString(leaseID) {
-		return caller{}, nil, api.Errorf(api.CodeInvalidRequest, "lease_id must be a lowercase UUID")
+		return caller{}, nil, nil, api.Errorf(api.CodeInvalidRequest, "lease_id must be a lowercase UUID")
 	}
 	rec.LeaseID = leaseID
-	c, err := b.authenticate(ctx, id, operatorOK)
+	c, pending, err := b.verifyIdentity(ctx, id, operatorOK, true)
 	if err != nil {
-		return caller{}, nil, err
+		return caller{}, nil, nil, err
 	}
 	withCaller(rec, c)
 	l, err := b.findLease(ctx, leaseID)
 	if err != nil {
-		return c, nil, err
+		return c, pending, nil, err
 	}
 	rec.Database, rec.DBRole, rec.Username = l.Database, l.DBRole, l.Username
 	if c.principal == nil { // an operator acts on the holder's lease: record the holder
 		rec.PrincipalARN, rec.Account = l.PrincipalARN, l.Account
 	}
-	return c, l, nil
+	return c, pending, l, nil
 }
 
 // Renew extends a lease held by the caller, never past its max expiry.
@@ -86,7 +90,8 @@ func (b *Broker) Renew(ctx context.Context, in RenewInput) (out *api.Renewal, er
 	dbctx, cancel := b.dbDeadline(ctx)
 	defer cancel()
 
-	c, l, err := b.leaseRequest(dbctx, &rec, in.Identity, in.LeaseID, false)
+	c, pending, l, err := b.leaseRequest(dbctx, &rec, in.Identity, in.LeaseID, false)
+	defer func() { b.settleNonce(dbctx, pending, err) }()
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +112,12 @@ func (b *Broker) Renew(ctx context.Context, in RenewInput) (out *api.Renewal, er
 	}
 	row := rec
 	row.LatencyMS = float64(b.now().Sub(info.Received).Microseconds()) / 1000
-	renewed, err := b.stores.Get(l.Database).Renew(dbctx, lease.RenewRequest{ID: l.ID, TTL: ttl, Renewal: role.Renewal, Audit: row})
+	req := lease.RenewRequest{ID: l.ID, TTL: ttl, Renewal: role.Renewal, Audit: row}
+	if req.Nonce, req.NonceExpires, err = b.nonceFor(dbctx, l.Database, pending); err != nil {
+		return nil, err
+	}
+	renewed, err := b.stores.Get(l.Database).Renew(dbctx, req)
+	settled(pending, err)
 	if err != nil {
 		return nil, fromStore(err)
 	}
@@ -126,7 +136,8 @@ func (b *Broker) Revoke(ctx context.Context, in RevokeInput) (out *api.Revocatio
 	dbctx, cancel := b.dbDeadline(ctx)
 	defer cancel()
 
-	c, l, err := b.leaseRequest(dbctx, &rec, in.Identity, in.LeaseID, true)
+	c, pending, l, err := b.leaseRequest(dbctx, &rec, in.Identity, in.LeaseID, true)
+	defer func() { b.settleNonce(dbctx, pending, err) }()
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +157,7 @@ func (b *Broker) Revoke(ctx context.Context, in RevokeInput) (out *api.Revocatio
 	if err != nil {
 		return nil, err
 	}
-	got, err := b.revokeOne(dbctx, info, rec, l, reason)
+	got, err := b.revokeOne(dbctx, info, rec, l, reason, pending)
 	if err != nil {
 		return nil, err
 	}
@@ -163,11 +174,19 @@ type revokeResult struct {
 }
 
 // revokeOne revokes l through its store, committing rec as the audit row of
-// the revocation's first step.
-func (b *Broker) revokeOne(ctx context.Context, info RequestInfo, rec audit.Record, l *lease.Lease, reason string) (revokeResult, error) {
+// the revocation's first step, and the caller's pending proof nonce (nil
+// for none) with it where the store holds the replay database's nonces.
+func (b *Broker) revokeOne(ctx context.Context, info RequestInfo, rec audit.Record, l *lease.Lease, reason string, pending *attest.PendingNonce) (revokeResult, error) {
 	rctx, end := trace.Start(ctx, "revoke_role")
 	rec.LatencyMS = float64(b.now().Sub(info.Received).Microseconds()) / 1000
-	got, now, err := b.stores.Get(l.Database).Revoke(rctx, lease.RevokeRequest{ID: l.ID, Reason: reason, Audit: rec})
+	req := lease.RevokeRequest{ID: l.ID, Reason: reason, Audit: rec}
+	var err error
+	if req.Nonce, req.NonceExpires, err = b.nonceFor(ctx, l.Database, pending); err != nil {
+		end(err)
+		return revokeResult{}, err
+	}
+	got, now, err := b.stores.Get(l.Database).Revoke(rctx, req)
+	settled(pending, err)
 	end(err)
 	if err != nil {
 		return revokeResult{}, fromStore(err)

@@ -191,3 +191,73 @@ when { resource in Ephemera::Database::"orders_alias" || resource in Ephemera::D
 		})
 	}
 }
+
+// TestRenewAndRevokeAreOneCommitWithTheirNonce: a renewal's and a
+// revocation's proof nonces commit with their audit rows (for a
+// revocation, in the transaction that begins it), and a second
+// presentation of either proof is 401 replayed_proof — also when the first
+// found nothing to do (revoking a revoked lease).
+func TestRenewAndRevokeAreOneCommitWithTheirNonce(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	w := e.workload("orders-api-role", "fn")
+	id := e.mustIssue(w, "readonly", 60).str("lease_id")
+	conn := superuser(t)
+	ctx := context.Background()
+	sameTxn := func(t *testing.T, p *attest.Proof, a answer) {
+		t.Helper()
+		var nonceXmin, auditXmin string
+		must(t, conn.QueryRow(ctx, `SELECT xmin::text FROM ephemera.nonces WHERE nonce = $1`, nonceOf(p)).Scan(&nonceXmin))
+		must(t, conn.QueryRow(ctx, `SELECT xmin::text FROM ephemera.audit_log WHERE request_id = $1`, a.RequestID).Scan(&auditXmin))
+		if nonceXmin != auditXmin {
+			t.Fatalf("nonce written by transaction %s, the audit row by %s; want one", nonceXmin, auditXmin)
+		}
+	}
+	for _, step := range []struct {
+		path   string
+		body   map[string]any
+		oneTxn bool
+	}{
+		{"/v1/leases/" + id + "/renew", map[string]any{"ttl_seconds": 120}, true},
+		{"/v1/leases/" + id + "/revoke", map[string]any{}, true},
+		// Already revoked: the repeat's audit row is written on its own,
+		// and the proof is spent all the same.
+		{"/v1/leases/" + id + "/revoke", map[string]any{}, false},
+	} {
+		p := e.proof(w)
+		step.body["identity"] = p
+		a := e.post(step.path, step.body)
+		if a.Status != http.StatusOK {
+			t.Fatalf("%s: %d %s", step.path, a.Status, a.Raw)
+		}
+		if step.oneTxn {
+			sameTxn(t, p, a)
+		} else if !nonceRecorded(t, p) {
+			t.Fatalf("%s: the proof's nonce was not recorded", step.path)
+		}
+		if a := e.post(step.path, step.body); a.Status != http.StatusUnauthorized || a.code() != "replayed_proof" {
+			t.Fatalf("%s presented again: %d %s", step.path, a.Status, a.Raw)
+		}
+	}
+}
+
+// TestRefusedRenewProofCannotBeReused: a renewal refused by the store (the
+// lease was revoked) spends its proof all the same.
+func TestRefusedRenewProofCannotBeReused(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	w := e.workload("orders-api-role", "fn")
+	id := e.mustIssue(w, "readonly", 60).str("lease_id")
+	if a := e.post("/v1/leases/"+id+"/revoke", map[string]any{"identity": e.proof(w)}); a.Status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", a.Status, a.Raw)
+	}
+	p := e.proof(w)
+	body := map[string]any{"identity": p, "ttl_seconds": 120}
+	if a := e.post("/v1/leases/"+id+"/renew", body); a.code() != "lease_revoked" {
+		t.Fatalf("renew of a revoked lease: %d %s", a.Status, a.Raw)
+	}
+	if !nonceRecorded(t, p) {
+		t.Fatal("the refused renewal's proof nonce was not recorded")
+	}
+	if a := e.post("/v1/leases/"+id+"/renew", body); a.code() != "replayed_proof" {
+		t.Fatalf("the refused renewal's proof presented again: %d %s", a.Status, a.Raw)
+	}
+}

@@ -21,6 +21,10 @@ type RevokeRequest struct {
 	// in the transaction that begins the revocation, and fills in the
 	// lease's database role, username and id.
 	Audit audit.Record
+	// Nonce and NonceExpires: as in IssueRequest, recorded in the
+	// transaction of step 1 (also when the lease was revoked already).
+	Nonce        string
+	NonceExpires time.Time
 }
 
 // Revoke ends the lease now, in three steps: (1) one transaction: the role
@@ -30,7 +34,7 @@ type RevokeRequest struct {
 // role is dropped and the lease marked revoked. A failure after step 1 is
 // recorded on the lease and the reaper finishes the job (the lease is due:
 // it expired in step 1). Revoking a revoked lease returns it unchanged and
-// writes nothing: the caller audits the repeat with AppendAudit. Revoked
+// writes nothing but r.Nonce: the caller audits the repeat with AppendAudit. Revoked
 // reports whether this call revoked it.
 //
 // Without sessions or owned objects (the common case) it takes two round
@@ -48,6 +52,9 @@ func (s *Store) Revoke(ctx context.Context, r RevokeRequest) (l *Lease, revokedN
 	b := &pgx.Batch{}
 	var begun bool
 	var now time.Time
+	if r.Nonce != "" {
+		b.Queue(insertNonce, r.Nonce, r.NonceExpires)
+	}
 	b.Queue("SELECT "+leaseColumns+`, revoke_started_at IS NOT NULL, pg_catalog.now()
 		FROM ephemera.leases WHERE lease_id = $1 AND database = $2 FOR UPDATE`, r.ID, s.database).QueryRow(func(row pgx.Row) error {
 		l, err = scanLease(row, &begun, &now)
@@ -70,6 +77,9 @@ func (s *Store) Revoke(ctx context.Context, r RevokeRequest) (l *Lease, revokedN
 	err = s.pool.SendBatch(ctx, b).Close()
 	if errors.Is(err, ErrNotFound) {
 		return nil, false, err
+	}
+	if replayed(err) {
+		return nil, false, ErrReplayed
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("lease: revoke: begin revocation: %w", redactPgError(err))

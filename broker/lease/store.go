@@ -82,13 +82,24 @@ type IssueRequest struct {
 	// durable with the credential, and a nonce already recorded fails the
 	// issue with ErrReplayed (the primary key decides between two concurrent
 	// uses). A caller that sets it must record the nonces of requests that
-	// end before Issue (denials, errors) with UseNonce.
+	// end before Issue (denials, errors) with UseNonce. RenewRequest and
+	// RevokeRequest take one the same way.
 	Nonce        string
 	NonceExpires time.Time
 }
 
-// ErrReplayed reports that IssueRequest.Nonce was recorded before.
+// ErrReplayed reports that a request's Nonce was recorded before.
 var ErrReplayed = errors.New("lease: the proof's nonce was already used")
+
+// insertNonce is the statement that records a request's Nonce.
+const insertNonce = `INSERT INTO ephemera.nonces (nonce, expires_at) VALUES ($1, $2)`
+
+// replayed reports whether err is the nonce's primary key refusing a
+// nonce recorded before.
+func replayed(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "nonces_pkey"
+}
 
 const leaseColumns = `lease_id::text, database, db_role, username, principal_arn, account, session, member_of,
 	issued_at, expires_at, max_expires_at, revoked_at, coalesce(revoke_reason, '')`
@@ -237,7 +248,7 @@ func (s *Store) issueIn(ctx context.Context, conn *pgx.Conn, roleSQL string, l *
 	}
 	b := &pgx.Batch{}
 	if r.Nonce != "" {
-		b.Queue(`INSERT INTO ephemera.nonces (nonce, expires_at) VALUES ($1, $2)`, r.Nonce, r.NonceExpires)
+		b.Queue(insertNonce, r.Nonce, r.NonceExpires)
 	}
 	b.Queue(`INSERT INTO ephemera.leases (lease_id, database, db_role, username, principal_arn,
 		account, session, member_of, issued_at, expires_at, max_expires_at, request_id)
@@ -259,7 +270,7 @@ func (s *Store) issueIn(ctx context.Context, conn *pgx.Conn, roleSQL string, l *
 		return errors.New("the transaction did not commit")
 	case errors.As(err, &pe) && pe.Code == "22012": // the max_leases guard
 		return ErrLimit
-	case errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "nonces_pkey":
+	case replayed(err):
 		return ErrReplayed
 	}
 	return fmt.Errorf("insert lease: %w", redactPgError(err))
@@ -282,6 +293,10 @@ type RenewRequest struct {
 	Renewal []pgrole.Template
 	// Audit is the allow record; the store commits it with the renewal.
 	Audit audit.Record
+	// Nonce and NonceExpires: as in IssueRequest, recorded in the renewal's
+	// transaction.
+	Nonce        string
+	NonceExpires time.Time
 }
 
 // Renew extends the lease to now+ttl, capped at its max expiry, moving the
@@ -292,6 +307,13 @@ type RenewRequest struct {
 func (s *Store) Renew(ctx context.Context, r RenewRequest) (*Lease, error) {
 	var out *Lease
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if r.Nonce != "" {
+			if _, err := tx.Exec(ctx, insertNonce, r.Nonce, r.NonceExpires); replayed(err) {
+				return ErrReplayed
+			} else if err != nil {
+				return fmt.Errorf("nonce: %w", err)
+			}
+		}
 		var now time.Time
 		var begun bool
 		row := tx.QueryRow(ctx, "SELECT "+leaseColumns+`, revoke_started_at IS NOT NULL, pg_catalog.now()
@@ -336,7 +358,7 @@ func (s *Store) Renew(ctx context.Context, r RenewRequest) (*Lease, error) {
 		return nil
 	})
 	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrRevoked), errors.Is(err, ErrExpired):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrRevoked), errors.Is(err, ErrExpired), errors.Is(err, ErrReplayed):
 		return nil, err
 	case err != nil:
 		return nil, fmt.Errorf("lease: renew: %w", err)
