@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -217,11 +218,7 @@ func (b *brokerRecorder) callsSince(t time.Time) []brokerCall {
 func (b *brokerRecorder) allPasswords() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make([]string, 0, len(b.passwords))
-	for p := range b.passwords {
-		out = append(out, p)
-	}
-	return out
+	return slices.Collect(maps.Keys(b.passwords))
 }
 
 type captureWriter struct {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ephemera-sh/ephemera/broker/config"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 	"github.com/ephemera-sh/ephemera/sam/local/stack"
 	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
 )
@@ -53,7 +56,7 @@ var (
 	admin     *pgxpool.Pool // superuser pool on the stack's database
 	extDir    string        // holds the extension "ephemera"
 	rec       = &passwordRecorder{seen: map[string]bool{}}
-	brokerOut = &syncBuffer{} // the broker's logs, audit lines and metrics
+	brokerOut = &observe.Buffer{} // the broker's logs, audit lines and metrics
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -173,11 +176,7 @@ func (p *passwordRecorder) wrap(h http.Handler) http.Handler {
 func (p *passwordRecorder) passwords() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]string, 0, len(p.seen))
-	for pw := range p.seen {
-		out = append(out, pw)
-	}
-	return out
+	return slices.Collect(maps.Keys(p.seen))
 }
 
 type captureWriter struct {
@@ -188,24 +187,6 @@ type captureWriter struct {
 func (w *captureWriter) Write(b []byte) (int, error) {
 	w.body.Write(b)
 	return w.ResponseWriter.Write(b)
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // runtimeSpec is one language's demo function.

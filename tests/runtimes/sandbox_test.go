@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ephemera-sh/ephemera/sam/local/lambdaemu"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 	"github.com/ephemera-sh/ephemera/sam/local/stack"
 	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
 )
@@ -21,7 +22,7 @@ type sandbox struct {
 	emu      *lambdaemu.Emulator
 	id       stsserver.Identity // the execution role
 	function string
-	out      *syncBuffer // everything the function and the extension printed
+	out      *observe.Buffer // everything the function and the extension printed
 }
 
 // startSandbox starts rt's demo function with the extension as a new workload whose
@@ -38,7 +39,7 @@ func startSandbox(t *testing.T, rt runtimeSpec, suffix, credentials string) *san
 		t.Fatal(err)
 	}
 	function := fmt.Sprintf("orders-%s-%s-fn", rt.name, suffix)
-	sb := &sandbox{id: st.Workload(fmt.Sprintf("orders-api-%s-%s", rt.name, suffix), function), function: function, out: &syncBuffer{}}
+	sb := &sandbox{id: st.Workload(fmt.Sprintf("orders-api-%s-%s", rt.name, suffix), function), function: function, out: &observe.Buffer{}}
 	env := map[string]string{
 		"EPHEMERA_CREDENTIALS":      credentials,
 		"EPHEMERA_AWS_PROFILES":     profileName + "=" + profile + ":15m",
