@@ -255,30 +255,30 @@ func (s *sandbox) port() int { return stack.LocalPort(s.cfg) }
 // with the extension as workload id. INIT errors are returned, not fatal.
 func startSandbox(t *testing.T, id stsserver.Identity, env map[string]string, tweak func(*lambdaemu.Config)) (*sandbox, error) {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
+	var sb *sandbox
+	err := stack.RetryPort(env, func() error {
 		cfg, err := st.LambdaConfig(id, extDir, demoBootstrap, env)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sb := &sandbox{cfg: cfg, id: id, out: sandboxOuts.add(t.Name())}
+		sb = &sandbox{cfg: cfg, id: id, out: sandboxOuts.add(t.Name())}
 		sb.cfg.Output = sb.out
 		if tweak != nil {
 			tweak(&sb.cfg)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		emu, err := lambdaemu.Start(ctx, sb.cfg)
-		cancel()
-		if stack.PortTaken(err) && attempt < 3 { // another process took the free port meanwhile
-			t.Logf("port %d was taken; trying another", sb.port())
-			continue
+		defer cancel()
+		sb.emu, err = lambdaemu.Start(ctx, sb.cfg)
+		if stack.PortTaken(err) {
+			t.Logf("port %d was taken", sb.port())
 		}
-		if err != nil {
-			return sb, err
-		}
-		sb.emu = emu
-		t.Cleanup(func() { _ = emu.Close() })
-		return sb, nil
+		return err
+	})
+	if err != nil {
+		return sb, err
 	}
+	t.Cleanup(func() { _ = sb.emu.Close() })
+	return sb, nil
 }
 
 func mustStartSandbox(t *testing.T, id stsserver.Identity, env map[string]string, tweak func(*lambdaemu.Config)) *sandbox {

@@ -47,7 +47,7 @@ func startSandbox(t *testing.T, rt runtimeSpec, suffix, credentials string) *san
 		"EPHEMERA_DEMO_AWS_PROFILE": profileName,
 		"AWS_ENDPOINT_URL_STS":      st.STS.URL(),
 	}
-	for attempt := 1; ; attempt++ {
+	err = stack.RetryPort(env, func() error {
 		cfg, err := st.LambdaConfig(sb.id, extDir, bootstrap, env)
 		if err != nil {
 			t.Fatal(err)
@@ -55,23 +55,20 @@ func startSandbox(t *testing.T, rt runtimeSpec, suffix, credentials string) *san
 		// Interpreters start slower than a Go binary, and two cores are shared.
 		cfg.Output, cfg.Timeout, cfg.InitTimeout, cfg.ShutdownTimeout = sb.out, 30*time.Second, 60*time.Second, 5*time.Second
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		emu, err := lambdaemu.Start(ctx, cfg)
-		cancel()
-		if stack.PortTaken(err) && attempt < 3 { // another process took the free port meanwhile
-			continue
-		}
-		if err != nil {
-			t.Fatalf("INIT of the %s function failed: %v\n%s", rt.name, err, sb.out.String())
-		}
-		sb.emu = emu
-		t.Cleanup(func() { _ = emu.Close() })
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("sandbox output of %s:\n%s", function, sb.out.String())
-			}
-		})
-		return sb
+		defer cancel()
+		sb.emu, err = lambdaemu.Start(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("INIT of the %s function failed: %v\n%s", rt.name, err, sb.out.String())
 	}
+	t.Cleanup(func() { _ = sb.emu.Close() })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sandbox output of %s:\n%s", function, sb.out.String())
+		}
+	})
+	return sb
 }
 
 // answer is the demo function's answer to GET /orders.
