@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -214,7 +215,7 @@ func environment(env map[string]string, brokerURL, audience, stsURL string, logs
 		"EPHEMERA_INIT_TIMEOUT": DefaultInitTimeout,
 		"AWS_ENDPOINT_URL_STS":  stsURL,
 	}
-	for _, k := range sortedKeys(env) {
+	for _, k := range slices.Sorted(maps.Keys(env)) {
 		if reserved(k) {
 			fmt.Fprintf(logs, "[local] env.json: %s is reserved by Lambda: ignored\n", k)
 			continue
@@ -362,12 +363,3 @@ func reserved(k string) bool {
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
