@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -38,7 +36,7 @@ var (
 	extDir         string        // holds the extension "ephemera"
 	demoBootstrap  string        // functions/demo
 	probeBootstrap string        // testdata/probe: survives an INIT without credentials
-	rec            = &brokerRecorder{passwords: map[string]bool{}}
+	rec            = &brokerRecorder{}
 	brokerOut      = &observe.Buffer{} // the broker's logs and audit lines
 	sandboxOuts    = &outputs{}        // what every sandbox printed
 )
@@ -147,9 +145,10 @@ func (o *outputs) all() map[string]string {
 type brokerRecorder struct {
 	delayNext atomic.Int64 // nanoseconds to wait before the next POST /v1/credentials
 
-	mu        sync.Mutex
-	passwords map[string]bool
-	calls     []brokerCall
+	passwords stack.Passwords
+
+	mu    sync.Mutex
+	calls []brokerCall
 }
 
 type brokerCall struct {
@@ -172,20 +171,12 @@ func (b *brokerRecorder) wrap(h http.Handler) http.Handler {
 				}
 			}
 		}
-		cw := &captureWriter{ResponseWriter: w, status: http.StatusOK, keep: issue}
-		h.ServeHTTP(cw, r)
-		c.Status, c.End = cw.status, time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		b.passwords.Wrap(h).ServeHTTP(sw, r)
+		c.Status, c.End = sw.status, time.Now()
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.calls = append(b.calls, c)
-		if issue && cw.status == http.StatusCreated {
-			var cred struct {
-				Password string `json:"password"`
-			}
-			if json.Unmarshal(cw.body.Bytes(), &cred) == nil && cred.Password != "" {
-				b.passwords[cred.Password] = true
-			}
-		}
 	})
 }
 
@@ -215,29 +206,17 @@ func (b *brokerRecorder) callsSince(t time.Time) []brokerCall {
 	return out
 }
 
-func (b *brokerRecorder) allPasswords() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return slices.Collect(maps.Keys(b.passwords))
-}
+func (b *brokerRecorder) allPasswords() []string { return b.passwords.All() }
 
-type captureWriter struct {
+// statusWriter notes the status of the answer it writes.
+type statusWriter struct {
 	http.ResponseWriter
 	status int
-	keep   bool
-	body   bytes.Buffer
 }
 
-func (w *captureWriter) WriteHeader(status int) {
+func (w *statusWriter) WriteHeader(status int) {
 	w.status = status
 	w.ResponseWriter.WriteHeader(status)
-}
-
-func (w *captureWriter) Write(p []byte) (int, error) {
-	if w.keep {
-		w.body.Write(p)
-	}
-	return w.ResponseWriter.Write(p)
 }
 
 // sandbox is one emulated Lambda execution environment of a test.

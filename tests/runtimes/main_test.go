@@ -1,16 +1,10 @@
 package runtimes
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"maps"
-	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,7 +49,7 @@ var (
 	st        *stack.Stack
 	admin     *pgxpool.Pool // superuser pool on the stack's database
 	extDir    string        // holds the extension "ephemera"
-	rec       = &passwordRecorder{seen: map[string]bool{}}
+	rec       = &stack.Passwords{}
 	brokerOut = &observe.Buffer{} // the broker's logs, audit lines and metrics
 )
 
@@ -136,7 +130,7 @@ func startStack(ctx context.Context, dir string) (stsserver.Identity, error) {
 		Policies:   stack.DefaultPolicies + assumePolicy,
 		ReapEvery:  time.Second,
 		Output:     brokerOut,
-		Middleware: rec.wrap,
+		Middleware: rec.Wrap,
 		Configure: func(c *config.Config) {
 			db := c.Databases["orders"]
 			r := *db.Roles["readonly"]
@@ -145,48 +139,6 @@ func startStack(ctx context.Context, dir string) (stsserver.Identity, error) {
 		},
 	})
 	return id, err
-}
-
-// passwordRecorder wraps the broker's handler and keeps every password it issued, to look
-// for them in logs later.
-type passwordRecorder struct {
-	mu   sync.Mutex
-	seen map[string]bool
-}
-
-func (p *passwordRecorder) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.URL.Path != "/v1/credentials" {
-			h.ServeHTTP(w, r)
-			return
-		}
-		cw := &captureWriter{ResponseWriter: w}
-		h.ServeHTTP(cw, r)
-		var c struct {
-			Password string `json:"password"`
-		}
-		if json.Unmarshal(cw.body.Bytes(), &c) == nil && c.Password != "" {
-			p.mu.Lock()
-			p.seen[c.Password] = true
-			p.mu.Unlock()
-		}
-	})
-}
-
-func (p *passwordRecorder) passwords() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Collect(maps.Keys(p.seen))
-}
-
-type captureWriter struct {
-	http.ResponseWriter
-	body bytes.Buffer
-}
-
-func (w *captureWriter) Write(b []byte) (int, error) {
-	w.body.Write(b)
-	return w.ResponseWriter.Write(b)
 }
 
 // runtimeSpec is one language's demo function.

@@ -128,20 +128,17 @@ func (s *sandbox) shutdown(t *testing.T) {
 		"the execution role's secret key":    s.id.SecretAccessKey,
 		"the execution role's session token": s.id.SessionToken,
 	}
-	for i, pw := range rec.passwords() {
+	for i, pw := range rec.All() {
 		secrets[fmt.Sprintf("issued password #%d", i+1)] = pw
 	}
 	for i, ses := range st.STS.Sessions() {
 		secrets[fmt.Sprintf("AWS session #%d's secret key", i+1)] = ses.Identity.SecretAccessKey
 		secrets[fmt.Sprintf("AWS session #%d's session token", i+1)] = ses.Identity.SessionToken
 	}
-	for what, secret := range secrets {
-		if strings.Contains(logs, secret) {
-			t.Errorf("%s is in the sandbox's output", what)
-		}
-		if strings.Contains(brokerOut.String(), secret) {
-			t.Errorf("%s is in the broker's output", what)
-		}
+	for _, leak := range observe.Leaks(secrets, map[string]string{
+		"the sandbox's output": logs, "the broker's output": brokerOut.String(),
+	}) {
+		t.Error(leak)
 	}
 }
 
