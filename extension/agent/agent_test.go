@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -119,6 +120,26 @@ func (f *fixture) started(t *testing.T) (*agent.Agent, agent.Credential) {
 	return a, mustGet(t, a.Get, "orders", false)
 }
 
+// startHeld starts a while the broker holds its answers, and fails t unless INIT has n
+// fetches in flight at once and a is ready only once they are answered.
+func (f *fixture) startHeld(t *testing.T, a *agent.Agent, n int) {
+	t.Helper()
+	release := f.b.Hold()
+	done := make(chan error, 1)
+	go func() { done <- a.Start(context.Background()) }()
+	eventually(t, fmt.Sprintf("%d fetches in flight at once", n), func() bool { return f.b.InFlight() == n })
+	if a.Ready() {
+		t.Fatal("ready before INIT ended")
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !a.Ready() {
+		t.Fatal("not ready after INIT")
+	}
+}
+
 // eventually polls cond for up to 10 s (the machine is shared; never a tight bound).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -132,20 +153,7 @@ func TestStartFetchesConcurrently(t *testing.T) {
 	a := f.agent(t, agent.Options{},
 		config.Credential{Name: "orders", Database: "orders", Role: "readonly", TTL: 15 * time.Minute},
 		config.Credential{Name: "audit", Database: "orders", Role: "auditor"})
-	release := f.b.Hold()
-	done := make(chan error, 1)
-	go func() { done <- a.Start(context.Background()) }()
-	eventually(t, "both issues in flight at once", func() bool { return f.b.InFlight() == 2 })
-	if a.Ready() {
-		t.Fatal("ready before INIT ended")
-	}
-	release()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if !a.Ready() {
-		t.Fatal("not ready after INIT")
-	}
+	f.startHeld(t, a, 2)
 	o, au := mustGet(t, a.Get, "orders", false), mustGet(t, a.Get, "audit", false)
 	if o.Name != "orders" || o.Role != "readonly" || au.Role != "auditor" || o.Username == au.Username || o.Password == "" {
 		t.Fatalf("credentials %v %v", o, au)

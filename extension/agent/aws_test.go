@@ -42,20 +42,7 @@ func TestAWSStartWithCredentials(t *testing.T) {
 	f := newFixture(t)
 	opts := agent.Options{AWSProfiles: []config.AWSProfile{reports, {Name: "billing", Profile: "billing-read"}}}
 	a := f.agent(t, opts)
-	release := f.b.Hold()
-	done := make(chan error, 1)
-	go func() { done <- a.Start(context.Background()) }()
-	eventually(t, "three fetches in flight at once", func() bool { return f.b.InFlight() == 3 })
-	if a.Ready() {
-		t.Fatal("ready before INIT ended")
-	}
-	release()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if !a.Ready() {
-		t.Fatal("not ready after INIT")
-	}
+	f.startHeld(t, a, 3)
 	if got := strings.Join(a.AWSNames(), ","); got != "reports,billing" {
 		t.Errorf("AWSNames = %q", got)
 	}
