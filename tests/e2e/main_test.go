@@ -21,7 +21,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/sam/local/gobuild"
 	"github.com/ephemera-sh/ephemera/sam/local/lambdaemu"
 	"github.com/ephemera-sh/ephemera/sam/local/observe"
@@ -81,12 +80,7 @@ func run(m *testing.M) int {
 		LogStatements: true,
 		Output:        brokerOut,
 		Middleware:    rec.wrap,
-		Configure: func(c *config.Config) {
-			db := c.Databases["orders"]
-			r := *db.Roles["readonly"]
-			r.Name, r.DefaultTTL, r.MaxTTL = "rotating", rotatingTTL, rotatingMaxTTL
-			db.Roles["rotating"] = &r
-		},
+		Configure:     stack.ShortRole("rotating", rotatingTTL, rotatingMaxTTL),
 	})
 	if err != nil {
 		<-built

@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/sam/local/observe"
 	"github.com/ephemera-sh/ephemera/sam/local/stack"
 	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
@@ -131,12 +130,7 @@ func startStack(ctx context.Context, dir string) (stsserver.Identity, error) {
 		ReapEvery:  time.Second,
 		Output:     brokerOut,
 		Middleware: rec.Wrap,
-		Configure: func(c *config.Config) {
-			db := c.Databases["orders"]
-			r := *db.Roles["readonly"]
-			r.Name, r.DefaultTTL, r.MaxTTL = "rotating", rotatingTTL, rotatingMaxTTL
-			db.Roles["rotating"] = &r
-		},
+		Configure:  stack.ShortRole("rotating", rotatingTTL, rotatingMaxTTL),
 	})
 	return id, err
 }

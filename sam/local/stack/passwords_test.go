@@ -14,26 +14,25 @@ import (
 // TestPasswords: the passwords of issue answers are recorded, the answers pass through
 // unchanged, and other requests and answers without a password record nothing.
 func TestPasswords(t *testing.T) {
-	var p stack.Passwords
-	h := p.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		w.WriteHeader(http.StatusCreated)
-		w.Write(body)
-	}))
-	serve := func(method, path, body string) string {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(method, path, strings.NewReader(body)))
-		return rec.Body.String()
-	}
-	for _, c := range []struct{ method, path, body string }{
+	exchanges := []struct{ method, path, body string }{
 		{http.MethodPost, "/v1/credentials", `{"lease_id":"l-1","password":"pw-1"}`},
 		{http.MethodPost, "/v1/credentials", `{"lease_id":"l-2","password":"pw-2"}`},
 		{http.MethodPost, "/v1/credentials", `{"error":{"code":"access_denied"}}`},
 		{http.MethodPost, "/v1/leases/l-1/renew", `{"password":"not-issued"}`},
 		{http.MethodGet, "/v1/credentials", `{"password":"not-issued"}`},
-	} {
-		if got := serve(c.method, c.path, c.body); got != c.body {
-			t.Errorf("%s %s answered %q, want %q", c.method, c.path, got, c.body)
+	}
+	var p stack.Passwords
+	// The broker stand-in answers each request with its body.
+	h := p.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusCreated)
+		w.Write(body)
+	}))
+	for _, x := range exchanges {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(x.method, x.path, strings.NewReader(x.body)))
+		if got := rec.Body.String(); got != x.body {
+			t.Errorf("%s %s answered %q, want %q", x.method, x.path, got, x.body)
 		}
 	}
 	got := p.All()
