@@ -17,27 +17,9 @@ import (
 	"github.com/ephemera-sh/ephemera/broker/attest"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
 	"github.com/ephemera-sh/ephemera/broker/policy"
+	"github.com/ephemera-sh/ephemera/broker/policy/policytest"
 	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
 )
-
-// benchPolicies is broker/policy's BenchmarkDecide generator: n policies,
-// each for its own database; scoped ones name their resource in the scope
-// (the index finds them), unscoped ones only in the condition.
-func benchPolicies(n int, scoped bool) map[string][]byte {
-	var b strings.Builder
-	for i := range n {
-		if scoped {
-			fmt.Fprintf(&b, `@id("svc-%d") permit (principal, action == Ephemera::Action::"issue", resource == Ephemera::DatabaseRole::"db%d/readonly")
-when { principal.account == "123456789012" && principal.role like "svc-%d-*" && context.ttl_seconds <= 900 };
-`, i, i, i)
-		} else {
-			fmt.Fprintf(&b, `@id("svc-%d") permit (principal, action, resource)
-when { resource in Ephemera::Database::"db%d" && principal.account == "123456789012" && principal.role like "svc-%d-*" && context.ttl_seconds <= 900 };
-`, i, i, i)
-		}
-	}
-	return map[string][]byte{"bench.cedar": []byte(b.String())}
-}
 
 type benchOut struct {
 	NsPerOp     float64
@@ -52,7 +34,7 @@ func fromResult(r testing.BenchmarkResult) benchOut {
 
 // benchDecide is BenchmarkDecide for n policies.
 func benchDecide(n int, scoped bool) (benchOut, error) {
-	s, err := policy.Parse(benchPolicies(n, scoped))
+	s, err := policy.Parse(policytest.Fleet(n, scoped))
 	if err != nil {
 		return benchOut{}, err
 	}

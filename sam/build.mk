@@ -32,3 +32,20 @@ define rds-ca
 	grep -q 'BEGIN CERTIFICATE' "$(RDS_CA_FILE)" || { echo "$(RDS_CA_FILE): not a PEM certificate bundle" >&2; exit 1; }
 	cp "$(RDS_CA_FILE)" "$(1)"
 endef
+
+# The start of every function's package: the directory, with the RDS CA bundle
+# as rds-ca.pem.
+define package
+	mkdir -p "$(OUT)"
+	$(call rds-ca,$(OUT)/rds-ca.pem)
+endef
+
+# A program that reads the broker's configuration: $(1), the Go package, built as
+# function behind sam/rendercfg (bootstrap), which renders ephemera.yaml (the
+# configuration template) and then execs it.
+define configured-function
+	$(package)
+	$(LAMBDA_BUILD) -o "$(OUT)/function" $(1)
+	$(LAMBDA_BUILD) -o "$(OUT)/bootstrap" ./sam/rendercfg
+	cp "$(SAM_DIR)/broker/ephemera.yaml" "$(OUT)/ephemera.yaml"
+endef

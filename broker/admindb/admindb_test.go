@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -25,23 +24,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	var err error
-	pg, err = pgserver.Start(ctx, pgserver.Options{})
-	if err == nil {
-		setup, err = demodb.Bootstrap(ctx, pg.URL())
-	}
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: test PostgreSQL:", err)
-		if pg != nil {
-			_ = pg.Stop()
-		}
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = pg.Stop()
-	os.Exit(code)
+	pgserver.Main(m, pgserver.Options{}, func(ctx context.Context, s *pgserver.Server) (_ func(), err error) {
+		pg = s
+		setup, err = demodb.Bootstrap(ctx, s.URL())
+		return nil, err
+	})
 }
 
 func must(t testing.TB, err error) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ephemera-sh/ephemera/broker/policy"
+	"github.com/ephemera-sh/ephemera/broker/policy/policytest"
 )
 
 const (
@@ -541,25 +542,6 @@ func mustWrite(t testing.TB, path, content string) {
 	}
 }
 
-// benchPolicies returns n policies, each for its own database, as a fleet of
-// services would have. With scoped=false the resource is only constrained in
-// the condition, so every policy must be evaluated on every request.
-func benchPolicies(n int, scoped bool) map[string][]byte {
-	var b strings.Builder
-	for i := range n {
-		if scoped {
-			fmt.Fprintf(&b, `@id("svc-%d") permit (principal, action == Ephemera::Action::"issue", resource == Ephemera::DatabaseRole::"db%d/readonly")
-when { principal.account == "123456789012" && principal.role like "svc-%d-*" && context.ttl_seconds <= 900 };
-`, i, i, i)
-		} else {
-			fmt.Fprintf(&b, `@id("svc-%d") permit (principal, action, resource)
-when { resource in Ephemera::Database::"db%d" && principal.account == "123456789012" && principal.role like "svc-%d-*" && context.ttl_seconds <= 900 };
-`, i, i, i)
-		}
-	}
-	return map[string][]byte{"bench.cedar": []byte(b.String())}
-}
-
 func BenchmarkDecide(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {
 		for _, scoped := range []bool{true, false} {
@@ -568,7 +550,7 @@ func BenchmarkDecide(b *testing.B) {
 				name = fmt.Sprintf("policies=%d/unscoped", n)
 			}
 			b.Run(name, func(b *testing.B) {
-				s := mustParse(b, benchPolicies(n, scoped))
+				s := mustParse(b, policytest.Fleet(n, scoped))
 				req := baseRequest()
 				req.Principal = principal("arn:aws:iam::123456789012:role/svc-0-api")
 				req.Database = "db0"

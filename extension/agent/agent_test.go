@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -61,6 +62,13 @@ func (f *fixture) agent(t *testing.T, opts agent.Options, creds ...config.Creden
 	if len(creds) == 0 {
 		creds = []config.Credential{{Name: "orders", Database: "orders", Role: "readonly", TTL: 15 * time.Minute}}
 	}
+	return f.newAgent(t, opts, creds)
+}
+
+// newAgent returns an agent on the fixture's broker and clock (INIT timeout 10 s
+// unless opts says otherwise) that revokes its leases when the test ends.
+func (f *fixture) newAgent(t *testing.T, opts agent.Options, creds []config.Credential) *agent.Agent {
+	t.Helper()
 	opts.Clock = f.clock.Now
 	if opts.InitTimeout == 0 {
 		opts.InitTimeout = 10 * time.Second
@@ -84,24 +92,52 @@ func (f *fixture) counts() (issue, renew, revoke int) {
 	return f.b.Count("issue"), f.b.Count("renew"), f.b.Count("revoke")
 }
 
-func mustGet(t *testing.T, a *agent.Agent, name string, refresh bool) agent.Credential {
+// mustGet returns what get (Agent.Get or Agent.GetAWS) gives for name, failing the
+// test on an error.
+func mustGet[T any](t *testing.T, get func(context.Context, string, bool) (T, error), name string, refresh bool) T {
 	t.Helper()
-	c, err := a.Get(context.Background(), name, refresh)
+	c, err := get(context.Background(), name, refresh)
 	if err != nil {
-		t.Fatalf("Get(%q): %v", name, err)
+		t.Fatalf("get %q: %v", name, err)
 	}
 	return c
+}
+
+// start starts a, failing the test if INIT fails.
+func start(t *testing.T, a *agent.Agent) *agent.Agent {
+	t.Helper()
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 // started returns an agent with default options, started, and the first read of
 // the orders credential.
 func (f *fixture) started(t *testing.T) (*agent.Agent, agent.Credential) {
 	t.Helper()
-	a := f.agent(t, agent.Options{})
-	if err := a.Start(context.Background()); err != nil {
+	a := start(t, f.agent(t, agent.Options{}))
+	return a, mustGet(t, a.Get, "orders", false)
+}
+
+// startHeld starts a while the broker holds its answers, and fails t unless INIT has n
+// fetches in flight at once and a is ready only once they are answered.
+func (f *fixture) startHeld(t *testing.T, a *agent.Agent, n int) {
+	t.Helper()
+	release := f.b.Hold()
+	done := make(chan error, 1)
+	go func() { done <- a.Start(context.Background()) }()
+	eventually(t, fmt.Sprintf("%d fetches in flight at once", n), func() bool { return f.b.InFlight() == n })
+	if a.Ready() {
+		t.Fatal("ready before INIT ended")
+	}
+	release()
+	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	return a, mustGet(t, a, "orders", false)
+	if !a.Ready() {
+		t.Fatal("not ready after INIT")
+	}
 }
 
 // eventually polls cond for up to 10 s (the machine is shared; never a tight bound).
@@ -117,21 +153,8 @@ func TestStartFetchesConcurrently(t *testing.T) {
 	a := f.agent(t, agent.Options{},
 		config.Credential{Name: "orders", Database: "orders", Role: "readonly", TTL: 15 * time.Minute},
 		config.Credential{Name: "audit", Database: "orders", Role: "auditor"})
-	release := f.b.Hold()
-	done := make(chan error, 1)
-	go func() { done <- a.Start(context.Background()) }()
-	eventually(t, "both issues in flight at once", func() bool { return f.b.InFlight() == 2 })
-	if a.Ready() {
-		t.Fatal("ready before INIT ended")
-	}
-	release()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if !a.Ready() {
-		t.Fatal("not ready after INIT")
-	}
-	o, au := mustGet(t, a, "orders", false), mustGet(t, a, "audit", false)
+	f.startHeld(t, a, 2)
+	o, au := mustGet(t, a.Get, "orders", false), mustGet(t, a.Get, "audit", false)
 	if o.Name != "orders" || o.Role != "readonly" || au.Role != "auditor" || o.Username == au.Username || o.Password == "" {
 		t.Fatalf("credentials %v %v", o, au)
 	}
@@ -218,16 +241,16 @@ func TestRefreshMargin(t *testing.T) {
 			if err := a.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			first := mustGet(t, a, "orders", false)
+			first := mustGet(t, a.Get, "orders", false)
 			f.at(tc.quiet)
-			if c := mustGet(t, a, "orders", false); c.LeaseID != first.LeaseID || !c.ExpiresAt.Equal(first.ExpiresAt) {
+			if c := mustGet(t, a.Get, "orders", false); c.LeaseID != first.LeaseID || !c.ExpiresAt.Equal(first.ExpiresAt) {
 				t.Fatalf("refreshed too early: %v", c)
 			}
 			if _, r, _ := f.counts(); r != 0 {
 				t.Fatalf("%d renewals before the margin", r)
 			}
 			f.at(tc.refresh)
-			c := mustGet(t, a, "orders", false)
+			c := mustGet(t, a.Get, "orders", false)
 			if i, r, _ := f.counts(); i != 1 || r != 1 {
 				t.Fatalf("issue %d renew %d, want 1 and 1", i, r)
 			}
@@ -251,11 +274,11 @@ func TestRenewThenReissueAtMaxTTL(t *testing.T) {
 	if err := a.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	first := mustGet(t, a, "orders", false)
+	first := mustGet(t, a.Get, "orders", false)
 
 	// 2m30s left (< 3m margin); max_expires_at 7m30s away (>= 2 × margin): renew, capped at max.
 	f.at(12*time.Minute + 30*time.Second)
-	renewed := mustGet(t, a, "orders", false)
+	renewed := mustGet(t, a.Get, "orders", false)
 	if renewed.Username != first.Username || !renewed.ExpiresAt.Equal(f.t0.Add(20*time.Minute)) || renewed.Renewable {
 		t.Fatalf("renewed %v", renewed)
 	}
@@ -265,7 +288,7 @@ func TestRenewThenReissueAtMaxTTL(t *testing.T) {
 
 	// 2m30s left and max_expires_at as close: a new credential, no renewal attempt.
 	f.at(17*time.Minute + 30*time.Second)
-	fresh := mustGet(t, a, "orders", false)
+	fresh := mustGet(t, a.Get, "orders", false)
 	if fresh.Username == first.Username || fresh.LeaseID == first.LeaseID {
 		t.Fatalf("not a new credential: %v", fresh)
 	}
@@ -288,7 +311,7 @@ func TestExpiredWhileFrozenIssuesNew(t *testing.T) {
 	f := newFixture(t)
 	a, first := f.started(t)
 	f.at(16 * time.Minute) // the sandbox slept through the expiry
-	c := mustGet(t, a, "orders", false)
+	c := mustGet(t, a.Get, "orders", false)
 	if c.LeaseID == first.LeaseID {
 		t.Fatal("served an expired credential")
 	}
@@ -309,7 +332,7 @@ func TestRenewalRefusedIssuesNew(t *testing.T) {
 	a, first := f.started(t)
 	f.at(13 * time.Minute)
 	f.b.FailNext(1, 409, "lease_revoked")
-	c := mustGet(t, a, "orders", false)
+	c := mustGet(t, a.Get, "orders", false)
 	if c.LeaseID == first.LeaseID {
 		t.Fatal("kept a refused lease")
 	}
@@ -323,7 +346,7 @@ func TestBrokerDownServesCachedUntilExpiry(t *testing.T) {
 	a, first := f.started(t)
 	f.b.SetDown(true)
 	f.at(13 * time.Minute)
-	if c := mustGet(t, a, "orders", false); c.LeaseID != first.LeaseID {
+	if c := mustGet(t, a.Get, "orders", false); c.LeaseID != first.LeaseID {
 		t.Fatalf("got %v", c)
 	}
 	f.at(15*time.Minute + time.Second)
@@ -337,7 +360,7 @@ func TestBrokerDownServesCachedUntilExpiry(t *testing.T) {
 		t.Fatalf("forced: %v", err)
 	}
 	f.b.SetDown(false)
-	if c := mustGet(t, a, "orders", true); c.LeaseID == first.LeaseID {
+	if c := mustGet(t, a.Get, "orders", true); c.LeaseID == first.LeaseID {
 		t.Fatal("forced refresh kept the lease")
 	}
 }
@@ -362,14 +385,14 @@ func TestBrokerRefusalIsNotUnavailable(t *testing.T) {
 func TestForcedRefresh(t *testing.T) {
 	f := newFixture(t)
 	a, first := f.started(t)
-	c := mustGet(t, a, "orders", true)
+	c := mustGet(t, a.Get, "orders", true)
 	if c.LeaseID == first.LeaseID || c.Username == first.Username {
 		t.Fatal("refresh=true kept the credential")
 	}
 	if i, r, _ := f.counts(); i != 2 || r != 0 {
 		t.Fatalf("issue %d renew %d", i, r)
 	}
-	if again := mustGet(t, a, "orders", false); again.LeaseID != c.LeaseID {
+	if again := mustGet(t, a.Get, "orders", false); again.LeaseID != c.LeaseID {
 		t.Fatal("the forced credential is not cached")
 	}
 }
@@ -391,7 +414,7 @@ func TestOnInvokeRefreshesBeforeDeadline(t *testing.T) {
 	if err := a.OnInvoke(ctx, f.clock.Now().Add(14*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	c := mustGet(t, a, "orders", false)
+	c := mustGet(t, a.Get, "orders", false)
 	if _, r, _ := f.counts(); r != 1 || c.LeaseID != first.LeaseID || !c.ExpiresAt.Equal(f.clock.Now().Add(15*time.Minute)) {
 		t.Fatalf("renewals %d, credential %v", r, c)
 	}
@@ -421,7 +444,7 @@ func TestOnInvokeIssuesWhenMaxIsBeforeDeadline(t *testing.T) {
 	if err := a.OnInvoke(context.Background(), f.clock.Now().Add(14*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	c := mustGet(t, a, "orders", false)
+	c := mustGet(t, a.Get, "orders", false)
 	if c.LeaseID == first.LeaseID || !c.ExpiresAt.Equal(f.clock.Now().Add(15*time.Minute)) {
 		t.Fatalf("credential %v", c)
 	}
@@ -485,7 +508,7 @@ func TestLazyModeRecovers(t *testing.T) {
 	eventually(t, "background retries", func() bool { return f.b.Count("issue") > before })
 	f.b.SetDown(false)
 	eventually(t, "readiness", a.Ready)
-	if c := mustGet(t, a, "orders", false); c.Username == "" {
+	if c := mustGet(t, a.Get, "orders", false); c.Username == "" {
 		t.Fatal("empty credential")
 	}
 	// Retries stop once ready.
@@ -701,7 +724,7 @@ func TestLazyInvokeFetchesMissingCredential(t *testing.T) {
 		t.Fatalf("%d issues, want 1", m-n)
 	}
 	// The function's read right after gets it from memory.
-	if c := mustGet(t, a, "orders", false); c.Username == "" {
+	if c := mustGet(t, a.Get, "orders", false); c.Username == "" {
 		t.Fatal("empty credential")
 	}
 	if m := f.b.Count("issue"); m != n+1 {

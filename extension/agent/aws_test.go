@@ -17,7 +17,7 @@ import (
 
 var reports = config.AWSProfile{Name: "reports", Profile: "reports-read", TTL: 15 * time.Minute}
 
-// awsAgent returns a started agent for the AWS profiles (reports when none) and no
+// awsAgent returns an agent for the AWS profiles (reports when none) and no
 // database credential.
 func (f *fixture) awsAgent(t *testing.T, opts agent.Options, profiles ...config.AWSProfile) *agent.Agent {
 	t.Helper()
@@ -25,36 +25,15 @@ func (f *fixture) awsAgent(t *testing.T, opts agent.Options, profiles ...config.
 		profiles = []config.AWSProfile{reports}
 	}
 	opts.AWSProfiles = profiles
-	opts.Clock = f.clock.Now
-	if opts.InitTimeout == 0 {
-		opts.InitTimeout = 10 * time.Second
-	}
-	a, err := agent.New(f.client(t), nil, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.RevokeAll(context.Background()) })
-	return a
-}
-
-func mustGetAWS(t *testing.T, a *agent.Agent, name string, refresh bool) agent.AWSCredential {
-	t.Helper()
-	c, err := a.GetAWS(context.Background(), name, refresh)
-	if err != nil {
-		t.Fatalf("GetAWS(%q): %v", name, err)
-	}
-	return c
+	return f.newAgent(t, opts, nil)
 }
 
 // startedAWS returns an agent with default options, started, and the first read of
 // the reports AWS session.
 func (f *fixture) startedAWS(t *testing.T) (*agent.Agent, agent.AWSCredential) {
 	t.Helper()
-	a := f.awsAgent(t, agent.Options{})
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return a, mustGetAWS(t, a, "reports", false)
+	a := start(t, f.awsAgent(t, agent.Options{}))
+	return a, mustGet(t, a.GetAWS, "reports", false)
 }
 
 // Database credentials and AWS sessions are fetched together at INIT, each in its own
@@ -63,20 +42,7 @@ func TestAWSStartWithCredentials(t *testing.T) {
 	f := newFixture(t)
 	opts := agent.Options{AWSProfiles: []config.AWSProfile{reports, {Name: "billing", Profile: "billing-read"}}}
 	a := f.agent(t, opts)
-	release := f.b.Hold()
-	done := make(chan error, 1)
-	go func() { done <- a.Start(context.Background()) }()
-	eventually(t, "three fetches in flight at once", func() bool { return f.b.InFlight() == 3 })
-	if a.Ready() {
-		t.Fatal("ready before INIT ended")
-	}
-	release()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if !a.Ready() {
-		t.Fatal("not ready after INIT")
-	}
+	f.startHeld(t, a, 3)
 	if got := strings.Join(a.AWSNames(), ","); got != "reports,billing" {
 		t.Errorf("AWSNames = %q", got)
 	}
@@ -91,13 +57,13 @@ func TestAWSStartWithCredentials(t *testing.T) {
 	for _, s := range sessions {
 		byProfile[s.Profile] = s
 	}
-	c := mustGetAWS(t, a, "reports", false)
+	c := mustGet(t, a.GetAWS, "reports", false)
 	s := byProfile["reports-read"]
 	if c.Name != "reports" || c.AccessKeyID != s.AccessKeyID || c.SecretAccessKey != s.SecretAccessKey ||
 		c.SessionToken != s.SessionToken || !c.Expiration.Equal(f.t0.Add(15*time.Minute)) || c.LeaseID != s.LeaseID {
 		t.Fatalf("got %v, broker handed out %+v", c, s)
 	}
-	if c := mustGetAWS(t, a, "billing", false); c.AccessKeyID != byProfile["billing-read"].AccessKeyID ||
+	if c := mustGet(t, a.GetAWS, "billing", false); c.AccessKeyID != byProfile["billing-read"].AccessKeyID ||
 		!c.Expiration.Equal(f.t0.Add(brokertest.AWSDefaultTTL)) {
 		t.Fatalf("billing: %v", c)
 	}
@@ -141,16 +107,16 @@ func TestAWSRefreshRule(t *testing.T) {
 			if err := a.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			first := mustGetAWS(t, a, "reports", false)
+			first := mustGet(t, a.GetAWS, "reports", false)
 			f.at(tc.quiet)
-			if c := mustGetAWS(t, a, "reports", false); c.AccessKeyID != first.AccessKeyID {
+			if c := mustGet(t, a.GetAWS, "reports", false); c.AccessKeyID != first.AccessKeyID {
 				t.Fatalf("replaced too early: %v", c)
 			}
 			if n := f.b.Count("assume"); n != 1 {
 				t.Fatalf("%d assumes before the margin", n)
 			}
 			f.at(tc.refresh)
-			c := mustGetAWS(t, a, "reports", false)
+			c := mustGet(t, a.GetAWS, "reports", false)
 			if n := f.b.Count("assume"); n != 2 {
 				t.Fatalf("%d assumes, want 2", n)
 			}
@@ -164,7 +130,7 @@ func TestAWSRefreshRule(t *testing.T) {
 				t.Fatalf("%d renewals of an STS session", n)
 			}
 			// The new session is served from the cache until its own margin.
-			if again := mustGetAWS(t, a, "reports", false); again.AccessKeyID != c.AccessKeyID {
+			if again := mustGet(t, a.GetAWS, "reports", false); again.AccessKeyID != c.AccessKeyID {
 				t.Fatalf("replaced again at once: %v", again)
 			}
 		})
@@ -174,11 +140,11 @@ func TestAWSRefreshRule(t *testing.T) {
 func TestAWSForcedRefresh(t *testing.T) {
 	f := newFixture(t)
 	a, first := f.startedAWS(t)
-	second := mustGetAWS(t, a, "reports", true)
+	second := mustGet(t, a.GetAWS, "reports", true)
 	if second.AccessKeyID == first.AccessKeyID {
 		t.Fatal("a forced refresh kept the session")
 	}
-	if c := mustGetAWS(t, a, "reports", false); c.AccessKeyID != second.AccessKeyID {
+	if c := mustGet(t, a.GetAWS, "reports", false); c.AccessKeyID != second.AccessKeyID {
 		t.Fatalf("the forced session was not cached: %v", c)
 	}
 	if n := f.b.Count("assume"); n != 2 {
@@ -212,7 +178,7 @@ func TestAWSOnInvoke(t *testing.T) {
 	if n := f.b.Count("assume"); n != 2 {
 		t.Fatalf("%d assumes after an INVOKE with a deadline past the expiration", n)
 	}
-	second := mustGetAWS(t, a, "reports", false)
+	second := mustGet(t, a.GetAWS, "reports", false)
 	if second.AccessKeyID == first.AccessKeyID || !second.Expiration.Equal(f.clock.Now().Add(15*time.Minute)) {
 		t.Fatalf("got %v", second)
 	}
@@ -221,7 +187,7 @@ func TestAWSOnInvoke(t *testing.T) {
 	if err := a.OnInvoke(ctx, f.clock.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if c := mustGetAWS(t, a, "reports", false); c.AccessKeyID == second.AccessKeyID || f.b.Count("assume") != 3 {
+	if c := mustGet(t, a.GetAWS, "reports", false); c.AccessKeyID == second.AccessKeyID || f.b.Count("assume") != 3 {
 		t.Fatalf("got %v after %d assumes", c, f.b.Count("assume"))
 	}
 }
@@ -231,7 +197,7 @@ func TestAWSBrokerDownServesCachedUntilExpiration(t *testing.T) {
 	a, first := f.startedAWS(t)
 	f.b.SetDown(true)
 	f.at(12 * time.Minute)
-	if c := mustGetAWS(t, a, "reports", false); c.AccessKeyID != first.AccessKeyID {
+	if c := mustGet(t, a.GetAWS, "reports", false); c.AccessKeyID != first.AccessKeyID {
 		t.Fatalf("got %v", c)
 	}
 	f.at(15*time.Minute + time.Second)
@@ -242,7 +208,7 @@ func TestAWSBrokerDownServesCachedUntilExpiration(t *testing.T) {
 		t.Fatalf("forced: %v", err)
 	}
 	f.b.SetDown(false)
-	if c := mustGetAWS(t, a, "reports", false); c.AccessKeyID == first.AccessKeyID {
+	if c := mustGet(t, a.GetAWS, "reports", false); c.AccessKeyID == first.AccessKeyID {
 		t.Fatal("expired session served")
 	}
 }
@@ -297,7 +263,7 @@ func TestAWSLazyModeRecovers(t *testing.T) {
 	eventually(t, "background retries", func() bool { return f.b.Count("assume") > before })
 	f.b.SetDown(false)
 	eventually(t, "readiness", a.Ready)
-	if c := mustGetAWS(t, a, "reports", false); c.AccessKeyID == "" {
+	if c := mustGet(t, a.GetAWS, "reports", false); c.AccessKeyID == "" {
 		t.Fatal("empty session")
 	}
 }
@@ -312,7 +278,7 @@ func TestAWSRevokeAllForgets(t *testing.T) {
 	if err := a.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	mustGetAWS(t, a, "reports", true)
+	mustGet(t, a.GetAWS, "reports", true)
 	if err := a.RevokeAll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +351,7 @@ func TestAWSLazyFetchesMissingSession(t *testing.T) {
 		}
 	}
 	f.b.SetDown(false)
-	if c := mustGetAWS(t, read, "reports", false); c.AccessKeyID == "" {
+	if c := mustGet(t, read.GetAWS, "reports", false); c.AccessKeyID == "" {
 		t.Fatal("empty session")
 	}
 	if err := invoke.OnInvoke(context.Background(), f.clock.Now().Add(3*time.Second)); err != nil {

@@ -2,15 +2,12 @@ package localserver_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,36 +18,22 @@ import (
 
 	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/extension/agent"
-	"github.com/ephemera-sh/ephemera/extension/brokerclient"
 	"github.com/ephemera-sh/ephemera/extension/localserver"
 )
 
-// awsSource serves one fixed AWS session, or a fixed error.
+// awsSource serves one fixed AWS session, or a fixed error. The embedded source's
+// mutex guards aws and awsErr too, and its refresh flags record GetAWS calls.
 type awsSource struct {
 	staticSource
-	mu      sync.Mutex
-	aws     agent.AWSCredential
-	awsErr  error
-	refresh []bool
+	aws    agent.AWSCredential
+	awsErr error
 }
 
 func (s *awsSource) GetAWS(_ context.Context, name string, refresh bool) (agent.AWSCredential, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refresh = append(s.refresh, refresh)
-	if s.awsErr != nil {
-		return agent.AWSCredential{}, s.awsErr
-	}
-	if name != s.aws.Name {
-		return agent.AWSCredential{}, fmt.Errorf("%w: %q", agent.ErrUnknown, name)
-	}
-	return s.aws, nil
-}
-
-func (s *awsSource) asked() []bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]bool(nil), s.refresh...)
+	return fixed(s.aws, s.aws.Name, s.awsErr, name)
 }
 
 func testAWS() agent.AWSCredential {
@@ -65,33 +48,9 @@ func testAWS() agent.AWSCredential {
 // the answer, checking the headers every answer carries.
 func getAWS(t *testing.T, s *localserver.Server, path string, header http.Header, host string) answer {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, s.URL()+path, nil)
+	a, err := send(s, path, header, host)
 	if err != nil {
 		t.Fatal(err)
-	}
-	for k, vs := range header {
-		for _, v := range vs {
-			req.Header.Add(k, v)
-		}
-	}
-	if host != "" {
-		req.Host = host
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	a := answer{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
-	if err := json.Unmarshal(raw, &a.body); err != nil {
-		t.Fatalf("body %q: %v", raw, err)
-	}
-	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
-		t.Errorf("Cache-Control %q", cc)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type %q", ct)
 	}
 	return a
 }
@@ -165,18 +124,7 @@ func TestAWSToken(t *testing.T) {
 }
 
 func TestAWSErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		err    error
-		status int
-		code   string
-	}{
-		{"unknown", fmt.Errorf("%w: %q", agent.ErrUnknown, "x"), 404, "not_found"},
-		{"not ready", fmt.Errorf("%w: %q", agent.ErrNotReady, "reports"), 503, "not_ready"},
-		{"closed", agent.ErrClosed, 503, "not_ready"},
-		{"unavailable", fmt.Errorf("%w: %w", agent.ErrUnavailable, errors.New("dial tcp: connection refused")), 503, "broker_unavailable"},
-		{"refused", fmt.Errorf("agent: %w", &brokerclient.Error{Status: 403, API: &api.Error{Code: api.CodeAccessDenied, Message: "no policy permits assume"}}), 502, "broker_refused"},
-	} {
+	for _, tc := range sourceErrors("reports", "assume") {
 		t.Run(tc.name, func(t *testing.T) {
 			s := start(t, &awsSource{awsErr: tc.err})
 			a := getAWS(t, s, "/v1/aws/reports", authz(token), "")

@@ -38,16 +38,30 @@ func (s *staticSource) Get(_ context.Context, name string, refresh bool) (agent.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refresh = append(s.refresh, refresh)
-	if s.err != nil {
-		return agent.Credential{}, s.err
+	return fixed(s.cred, s.cred.Name, s.err, name)
+}
+
+// fixed is what a source of one value answers for name: its error if it has one,
+// else the value, named valueName, or agent.ErrUnknown for another name.
+func fixed[T any](value T, valueName string, err error, name string) (T, error) {
+	var zero T
+	if err != nil {
+		return zero, err
 	}
-	if name != s.cred.Name {
-		return agent.Credential{}, fmt.Errorf("%w: %q", agent.ErrUnknown, name)
+	if name != valueName {
+		return zero, fmt.Errorf("%w: %q", agent.ErrUnknown, name)
 	}
-	return s.cred, nil
+	return value, nil
 }
 
 func (s *staticSource) Ready() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.ready }
+
+// asked returns the refresh flag of every call so far.
+func (s *staticSource) asked() []bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]bool(nil), s.refresh...)
+}
 
 func testCredential() agent.Credential {
 	return agent.Credential{Name: "orders", Credential: api.Credential{
@@ -85,15 +99,26 @@ func get(t *testing.T, s *localserver.Server, path, tok, host string) answer {
 	return a
 }
 
-// fetch is get without testing.T, for other goroutines. It also checks the headers
-// every answer carries.
+// fetch is get without testing.T, for other goroutines.
 func fetch(s *localserver.Server, path, tok, host string) (answer, error) {
+	header := http.Header{}
+	if tok != "-" {
+		header.Set(localapi.HeaderToken, tok)
+	}
+	return send(s, path, header, host)
+}
+
+// send sends GET path to the server with the given headers, and Host host unless
+// empty, and decodes the answer. It also checks the headers every answer carries.
+func send(s *localserver.Server, path string, header http.Header, host string) (answer, error) {
 	req, err := http.NewRequest(http.MethodGet, s.URL()+path, nil)
 	if err != nil {
 		return answer{}, err
 	}
-	if tok != "-" {
-		req.Header.Set(localapi.HeaderToken, tok)
+	for k, vs := range header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
 	}
 	if host != "" {
 		req.Host = host
@@ -155,8 +180,8 @@ func TestCredential(t *testing.T) {
 	if b := get(t, s, "/v1/credentials/orders?refresh=maybe", token, ""); b.status != 400 {
 		t.Fatalf("refresh=maybe: %d", b.status)
 	}
-	if fmt.Sprint(src.refresh) != "[false true]" {
-		t.Errorf("refresh flags %v", src.refresh)
+	if got := fmt.Sprint(src.asked()); got != "[false true]" {
+		t.Errorf("refresh flags %v", got)
 	}
 }
 
@@ -189,8 +214,8 @@ func TestToken(t *testing.T) {
 	if resp.StatusCode != 401 {
 		t.Fatalf("two tokens: %d", resp.StatusCode)
 	}
-	if len(src.refresh) != 0 {
-		t.Fatalf("the source was asked %d times without a valid token", len(src.refresh))
+	if n := len(src.asked()); n != 0 {
+		t.Fatalf("the source was asked %d times without a valid token", n)
 	}
 }
 
@@ -213,19 +238,29 @@ func TestHost(t *testing.T) {
 	}
 }
 
-func TestErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		err    error
-		status int
-		code   string
-	}{
+// sourceError is an error of a source and the status and error code the server
+// answers it with.
+type sourceError struct {
+	name   string
+	err    error
+	status int
+	code   string
+}
+
+// sourceErrors are the errors a source may return for name, the broker having
+// refused action, answered alike for database credentials and AWS sessions.
+func sourceErrors(name, action string) []sourceError {
+	return []sourceError{
 		{"unknown", fmt.Errorf("%w: %q", agent.ErrUnknown, "x"), 404, "not_found"},
-		{"not ready", fmt.Errorf("%w: %q", agent.ErrNotReady, "orders"), 503, "not_ready"},
+		{"not ready", fmt.Errorf("%w: %q", agent.ErrNotReady, name), 503, "not_ready"},
 		{"closed", agent.ErrClosed, 503, "not_ready"},
 		{"unavailable", fmt.Errorf("%w: %w", agent.ErrUnavailable, errors.New("dial tcp: connection refused")), 503, "broker_unavailable"},
-		{"refused", fmt.Errorf("agent: %w", &brokerclient.Error{Status: 403, API: &api.Error{Code: api.CodeAccessDenied, Message: "no policy permits issue"}}), 502, "broker_refused"},
-	} {
+		{"refused", fmt.Errorf("agent: %w", &brokerclient.Error{Status: 403, API: &api.Error{Code: api.CodeAccessDenied, Message: "no policy permits " + action}}), 502, "broker_refused"},
+	}
+}
+
+func TestErrors(t *testing.T) {
+	for _, tc := range sourceErrors("orders", "issue") {
 		t.Run(tc.name, func(t *testing.T) {
 			s := start(t, &staticSource{err: tc.err})
 			a := get(t, s, "/v1/credentials/orders", token, "")

@@ -21,10 +21,9 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/ephemera-sh/ephemera/broker"
-	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/internal/apigw"
+	"github.com/ephemera-sh/ephemera/internal/lambdamain"
 	"github.com/ephemera-sh/ephemera/internal/logging"
-	"github.com/ephemera-sh/ephemera/internal/trace"
 )
 
 func main() {
@@ -32,18 +31,10 @@ func main() {
 	// apigw logs refused events and recovered panics through slog's default
 	// logger: make those records JSON with the Lambda request id, like ours.
 	slog.SetDefault(log)
-	if err := trace.Configure(); err != nil { // X-Ray daemon from AWS_XRAY_DAEMON_ADDRESS; off with EPHEMERA_TRACING=off
-		log.Warn("tracing disabled", "err", err)
-	}
-	cfg, err := config.FromEnv(os.LookupEnv)
-	if err != nil {
-		log.Error("invalid configuration", "err", err)
-		os.Exit(1)
-	}
+	cfg := lambdamain.Config(log)
 	b, err := broker.New(context.Background(), broker.Options{Config: cfg, Logger: log})
 	if err != nil {
-		log.Error("broker did not start", "err", err)
-		os.Exit(1)
+		lambdamain.Exit(log, "broker did not start", err)
 	}
 	defer b.Close()
 	// The declared type pins the handler's signature at build time; lambda.Start

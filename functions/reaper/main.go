@@ -12,33 +12,23 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/ephemera-sh/ephemera/broker/audit"
-	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	"github.com/ephemera-sh/ephemera/broker/metrics"
 	"github.com/ephemera-sh/ephemera/broker/reaper"
+	"github.com/ephemera-sh/ephemera/internal/lambdamain"
 	"github.com/ephemera-sh/ephemera/internal/logging"
-	"github.com/ephemera-sh/ephemera/internal/trace"
 )
 
 func main() {
 	log := logging.New(os.Stdout)
-	if err := trace.Configure(); err != nil { // X-Ray daemon from AWS_XRAY_DAEMON_ADDRESS; off with EPHEMERA_TRACING=off
-		log.Warn("tracing disabled", "err", err)
-	}
-	cfg, err := config.FromEnv(os.LookupEnv)
-	if err != nil {
-		log.Error("invalid configuration", "err", err)
-		os.Exit(1)
-	}
+	cfg := lambdamain.Config(log)
 	stores, err := lease.Open(context.Background(), cfg, lease.OpenOptions{})
 	if err != nil {
-		log.Error("reaper did not start", "err", err)
-		os.Exit(1)
+		lambdamain.Exit(log, "reaper did not start", err)
 	}
 	m, err := metrics.NewWithOptions(os.Stdout, metrics.Options{Namespace: cfg.MetricsNamespace})
 	if err != nil {
-		log.Error("invalid configuration", "err", err)
-		os.Exit(1)
+		lambdamain.Exit(log, "invalid configuration", err)
 	}
 	r := reaper.New(stores.All(), audit.New(os.Stdout, log), log, reaper.Config{Metrics: m})
 	lambda.Start(func(ctx context.Context, _ events.EventBridgeEvent) (reaper.Summary, error) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -127,7 +128,8 @@ func Request(ctx context.Context, e events.APIGatewayV2HTTPRequest) (*http.Reque
 		path = e.RequestContext.HTTP.Path
 	}
 	header := make(http.Header, len(e.Headers)+1)
-	for _, k := range sortedKeys(e.Headers) {
+	// In key order, so that keys differing only in case merge deterministically.
+	for _, k := range slices.Sorted(maps.Keys(e.Headers)) {
 		ck := http.CanonicalHeaderKey(k)
 		header[ck] = append(header[ck], e.Headers[k])
 	}
@@ -234,17 +236,6 @@ func newRequest(ctx context.Context, p requestParts) (*http.Request, error) {
 		r.RemoteAddr = net.JoinHostPort(p.sourceIP, "0")
 	}
 	return r.WithContext(ctx), nil
-}
-
-// sortedKeys returns m's keys in order, so that header keys differing only
-// in case merge deterministically.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // validMethod reports whether m is a non-empty HTTP token (RFC 9110 §5.6.2).

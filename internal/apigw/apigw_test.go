@@ -246,8 +246,23 @@ func TestInvalidRequests(t *testing.T) {
 	}
 }
 
+// Handlers the response tests of both payload formats serve.
+var (
+	// pngBytes is not UTF-8: the answer must be base64.
+	pngBytes = []byte{0x89, 'P', 'N', 'G', 0x00, 0xff, 0xfe}
+	// writePNG answers pngBytes as image/png.
+	writePNG = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "image/png")
+		w.Write(pngBytes)
+	}
+	// writeText answers "body" as text/plain.
+	writeText = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "body")
+	}
+)
+
 func TestResponses(t *testing.T) {
-	binary := []byte{0x89, 'P', 'N', 'G', 0x00, 0xff, 0xfe}
 	tests := []struct {
 		name        string
 		method      string
@@ -294,15 +309,12 @@ func TestResponses(t *testing.T) {
 			body: "404 page not found\n",
 		},
 		{
-			name: "binary is base64",
-			handler: func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "image/png")
-				w.Write(binary)
-			},
+			name:        "binary is base64",
+			handler:     writePNG,
 			status:      http.StatusOK,
 			headers:     map[string]string{"Content-Type": "image/png"},
 			base64:      true,
-			decodedBody: binary,
+			decodedBody: pngBytes,
 		},
 		{
 			name: "utf-8 octet-stream is still base64",
@@ -372,12 +384,9 @@ func TestResponses(t *testing.T) {
 			headers: map[string]string{"X-Thing": "y"},
 		},
 		{
-			name:   "HEAD discards body",
-			method: http.MethodHead,
-			handler: func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "text/plain")
-				io.WriteString(w, "body")
-			},
+			name:    "HEAD discards body",
+			method:  http.MethodHead,
+			handler: writeText,
 			status:  http.StatusOK,
 			headers: map[string]string{"Content-Type": "text/plain"},
 		},
@@ -407,15 +416,7 @@ func TestResponses(t *testing.T) {
 			eq(t, "headers", res.Headers, tt.headers)
 			eq(t, "cookies", res.Cookies, tt.cookies)
 			eq(t, "isBase64Encoded", res.IsBase64Encoded, tt.base64)
-			if tt.base64 {
-				got, err := base64.StdEncoding.DecodeString(res.Body)
-				if err != nil {
-					t.Fatalf("body not base64: %v", err)
-				}
-				eq(t, "decoded body", got, tt.decodedBody)
-			} else {
-				eq(t, "body", res.Body, tt.body)
-			}
+			eqBody(t, res.Body, tt.base64, tt.body, tt.decodedBody)
 		})
 	}
 }
@@ -571,19 +572,27 @@ func FuzzRequest(f *testing.F) {
 		}
 
 		res, herr := handler(context.Background(), e)
-		if herr != nil {
-			t.Fatalf("Handler returned error %v", herr)
-		}
-		switch {
-		case err != nil && res.StatusCode != http.StatusBadRequest:
-			t.Fatalf("invalid request answered %d", res.StatusCode)
-		case err == nil && res.StatusCode != http.StatusOK:
-			t.Fatalf("valid request answered %d: %s", res.StatusCode, res.Body)
-		}
-		if _, merr := json.Marshal(res); merr != nil {
-			t.Fatalf("response not JSON-encodable: %v", merr)
-		}
+		checkFuzzAnswer(t, err, res, res.StatusCode, res.Body, herr)
 	})
+}
+
+// checkFuzzAnswer fails t unless the handler answered an event without an error of
+// its own: 400 if converting the event failed with convErr, else 200 (what the fuzzed
+// handler answers), in a response that encodes as JSON.
+func checkFuzzAnswer(t *testing.T, convErr error, res any, status int, body string, herr error) {
+	t.Helper()
+	if herr != nil {
+		t.Fatalf("handler returned error %v", herr)
+	}
+	switch {
+	case convErr != nil && status != http.StatusBadRequest:
+		t.Fatalf("invalid request answered %d", status)
+	case convErr == nil && status != http.StatusOK:
+		t.Fatalf("valid request answered %d: %s", status, body)
+	}
+	if _, merr := json.Marshal(res); merr != nil {
+		t.Fatalf("response not JSON-encodable: %v", merr)
+	}
 }
 
 func wantErrorBody(t *testing.T, body, code, message, reqID string) {
@@ -592,6 +601,21 @@ func wantErrorBody(t *testing.T, body, code, message, reqID string) {
 	if body != want {
 		t.Errorf("error body = %s\nwant         %s", body, want)
 	}
+}
+
+// eqBody fails t unless an answer's body is want, or, when it must be base64, decodes
+// to wantDecoded.
+func eqBody(t *testing.T, body string, wantBase64 bool, want string, wantDecoded []byte) {
+	t.Helper()
+	if !wantBase64 {
+		eq(t, "body", body, want)
+		return
+	}
+	got, err := base64.StdEncoding.DecodeString(body)
+	if err != nil {
+		t.Fatalf("body not base64: %v", err)
+	}
+	eq(t, "decoded body", got, wantDecoded)
 }
 
 func eq[T any](t *testing.T, what string, got, want T) {

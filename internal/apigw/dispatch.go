@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -144,7 +146,9 @@ func topLevelFields(event []byte) []string {
 	if json.Unmarshal(event, &fields) != nil || fields == nil { // not an object, or null
 		return nil
 	}
-	keys := sortedKeys(fields)
+	// An object without fields gives an empty list, not nil (not an object).
+	keys := slices.AppendSeq(make([]string, 0, len(fields)), maps.Keys(fields))
+	slices.Sort(keys)
 	if len(keys) > maxLoggedKeys {
 		keys = keys[:maxLoggedKeys]
 	}

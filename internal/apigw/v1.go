@@ -2,8 +2,10 @@ package apigw
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 
 	"github.com/aws/aws-lambda-go/events"
 )
@@ -58,7 +60,7 @@ func RequestV1(ctx context.Context, e events.APIGatewayProxyRequest) (*http.Requ
 	var header http.Header
 	if len(e.MultiValueHeaders) > 0 {
 		header = make(http.Header, len(e.MultiValueHeaders))
-		for _, k := range sortedKeys(e.MultiValueHeaders) {
+		for _, k := range slices.Sorted(maps.Keys(e.MultiValueHeaders)) {
 			if len(e.MultiValueHeaders[k]) == 0 {
 				continue
 			}
@@ -67,7 +69,7 @@ func RequestV1(ctx context.Context, e events.APIGatewayProxyRequest) (*http.Requ
 		}
 	} else {
 		header = make(http.Header, len(e.Headers))
-		for _, k := range sortedKeys(e.Headers) {
+		for _, k := range slices.Sorted(maps.Keys(e.Headers)) {
 			ck := http.CanonicalHeaderKey(k)
 			header[ck] = append(header[ck], e.Headers[k])
 		}

@@ -1,9 +1,7 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,16 +36,9 @@ func TestLocalServePrintsWorkingCommands(t *testing.T) {
 	}
 	body, err := os.ReadFile(m[1])
 	must(t, err)
-	resp, err := http.Post(m[2], "application/json", bytes.NewReader(body))
-	must(t, err)
-	var cred struct {
-		LeaseID  string `json:"lease_id"`
-		Username string `json:"username"`
-	}
-	must(t, json.NewDecoder(resp.Body).Decode(&cred))
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated || cred.LeaseID == "" {
-		t.Fatalf("the printed request file: %d %+v", resp.StatusCode, cred)
+	status, cred := postIssue(t, m[2], body)
+	if status != http.StatusCreated || cred.LeaseID == "" {
+		t.Fatalf("the printed request file: %d %+v", status, cred)
 	}
 
 	dsnRE := regexp.MustCompile(`(?m)^  (EPHEMERA_DATABASE_URL="\$\(cat '([^']+)'\)" ephemera (leases|audit --database orders --since 1h))$`)

@@ -1,10 +1,13 @@
 package cli_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -116,6 +119,24 @@ func roleExists(t *testing.T, name string) bool {
 	var ok bool
 	must(t, admin.QueryRow(context.Background(), "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", name).Scan(&ok))
 	return ok
+}
+
+// issued is what the CLI tests read of a broker's answer to POST /v1/credentials.
+type issued struct {
+	LeaseID  string `json:"lease_id"`
+	Username string `json:"username"`
+}
+
+// postIssue posts body to url, a broker's POST /v1/credentials, and returns the answer's
+// status and the credential it names.
+func postIssue(t *testing.T, url string, body []byte) (int, issued) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+	must(t, err)
+	defer resp.Body.Close()
+	var cred issued
+	must(t, json.NewDecoder(resp.Body).Decode(&cred))
+	return resp.StatusCode, cred
 }
 
 func must(t *testing.T, err error) {

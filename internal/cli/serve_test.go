@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -114,16 +113,9 @@ func TestBrokerServe(t *testing.T) {
 		testRegion, testAudience, time.Now())
 	must(t, err)
 	body, _ := json.Marshal(map[string]any{"identity": proof, "database": "orders", "role": "readonly", "ttl_seconds": 300})
-	resp, err = http.Post(base+"/v1/credentials", "application/json", bytes.NewReader(body))
-	must(t, err)
-	var cred struct {
-		LeaseID  string `json:"lease_id"`
-		Username string `json:"username"`
-	}
-	must(t, json.NewDecoder(resp.Body).Decode(&cred))
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated || cred.LeaseID == "" {
-		t.Fatalf("issue: %d %+v\n%s", resp.StatusCode, cred, errb.String())
+	status, cred := postIssue(t, base+"/v1/credentials", body)
+	if status != http.StatusCreated || cred.LeaseID == "" {
+		t.Fatalf("issue: %d %+v\n%s", status, cred, errb.String())
 	}
 	waitFor(t, &out, `"event":"issue"`, done) // audit lines on stdout
 

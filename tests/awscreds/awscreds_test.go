@@ -250,13 +250,10 @@ func TestAWSCredentialsEndToEnd(t *testing.T) {
 		secrets[fmt.Sprintf("session %d's secret key", i+1)] = s.Identity.SecretAccessKey
 		secrets[fmt.Sprintf("session %d's session token", i+1)] = s.Identity.SessionToken
 	}
-	for what, secret := range secrets {
-		if strings.Contains(logs, secret) {
-			t.Errorf("%s is in the sandbox's logs", what)
-		}
-		if strings.Contains(brokerLogs.String(), secret) {
-			t.Errorf("%s is in the broker's logs or audit", what)
-		}
+	for _, leak := range observe.Leaks(secrets, map[string]string{
+		"the sandbox's logs": logs, "the broker's logs or audit": brokerLogs.String(),
+	}) {
+		t.Error(leak)
 	}
 }
 

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,7 +21,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/sam/local/gobuild"
 	"github.com/ephemera-sh/ephemera/sam/local/lambdaemu"
 	"github.com/ephemera-sh/ephemera/sam/local/observe"
@@ -37,7 +35,7 @@ var (
 	extDir         string        // holds the extension "ephemera"
 	demoBootstrap  string        // functions/demo
 	probeBootstrap string        // testdata/probe: survives an INIT without credentials
-	rec            = &brokerRecorder{passwords: map[string]bool{}}
+	rec            = &brokerRecorder{}
 	brokerOut      = &observe.Buffer{} // the broker's logs and audit lines
 	sandboxOuts    = &outputs{}        // what every sandbox printed
 )
@@ -82,12 +80,7 @@ func run(m *testing.M) int {
 		LogStatements: true,
 		Output:        brokerOut,
 		Middleware:    rec.wrap,
-		Configure: func(c *config.Config) {
-			db := c.Databases["orders"]
-			r := *db.Roles["readonly"]
-			r.Name, r.DefaultTTL, r.MaxTTL = "rotating", rotatingTTL, rotatingMaxTTL
-			db.Roles["rotating"] = &r
-		},
+		Configure:     stack.ShortRole("rotating", rotatingTTL, rotatingMaxTTL),
 	})
 	if err != nil {
 		<-built
@@ -146,9 +139,10 @@ func (o *outputs) all() map[string]string {
 type brokerRecorder struct {
 	delayNext atomic.Int64 // nanoseconds to wait before the next POST /v1/credentials
 
-	mu        sync.Mutex
-	passwords map[string]bool
-	calls     []brokerCall
+	passwords stack.Passwords
+
+	mu    sync.Mutex
+	calls []brokerCall
 }
 
 type brokerCall struct {
@@ -171,20 +165,12 @@ func (b *brokerRecorder) wrap(h http.Handler) http.Handler {
 				}
 			}
 		}
-		cw := &captureWriter{ResponseWriter: w, status: http.StatusOK, keep: issue}
-		h.ServeHTTP(cw, r)
-		c.Status, c.End = cw.status, time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		b.passwords.Wrap(h).ServeHTTP(sw, r)
+		c.Status, c.End = sw.status, time.Now()
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.calls = append(b.calls, c)
-		if issue && cw.status == http.StatusCreated {
-			var cred struct {
-				Password string `json:"password"`
-			}
-			if json.Unmarshal(cw.body.Bytes(), &cred) == nil && cred.Password != "" {
-				b.passwords[cred.Password] = true
-			}
-		}
 	})
 }
 
@@ -214,33 +200,17 @@ func (b *brokerRecorder) callsSince(t time.Time) []brokerCall {
 	return out
 }
 
-func (b *brokerRecorder) allPasswords() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := make([]string, 0, len(b.passwords))
-	for p := range b.passwords {
-		out = append(out, p)
-	}
-	return out
-}
+func (b *brokerRecorder) allPasswords() []string { return b.passwords.All() }
 
-type captureWriter struct {
+// statusWriter notes the status of the answer it writes.
+type statusWriter struct {
 	http.ResponseWriter
 	status int
-	keep   bool
-	body   bytes.Buffer
 }
 
-func (w *captureWriter) WriteHeader(status int) {
+func (w *statusWriter) WriteHeader(status int) {
 	w.status = status
 	w.ResponseWriter.WriteHeader(status)
-}
-
-func (w *captureWriter) Write(p []byte) (int, error) {
-	if w.keep {
-		w.body.Write(p)
-	}
-	return w.ResponseWriter.Write(p)
 }
 
 // sandbox is one emulated Lambda execution environment of a test.
@@ -258,30 +228,30 @@ func (s *sandbox) port() int { return stack.LocalPort(s.cfg) }
 // with the extension as workload id. INIT errors are returned, not fatal.
 func startSandbox(t *testing.T, id stsserver.Identity, env map[string]string, tweak func(*lambdaemu.Config)) (*sandbox, error) {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
+	var sb *sandbox
+	err := stack.RetryPort(env, func() error {
 		cfg, err := st.LambdaConfig(id, extDir, demoBootstrap, env)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sb := &sandbox{cfg: cfg, id: id, out: sandboxOuts.add(t.Name())}
+		sb = &sandbox{cfg: cfg, id: id, out: sandboxOuts.add(t.Name())}
 		sb.cfg.Output = sb.out
 		if tweak != nil {
 			tweak(&sb.cfg)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		emu, err := lambdaemu.Start(ctx, sb.cfg)
-		cancel()
-		if stack.PortTaken(err) && attempt < 3 { // another process took the free port meanwhile
-			t.Logf("port %d was taken; trying another", sb.port())
-			continue
+		defer cancel()
+		sb.emu, err = lambdaemu.Start(ctx, sb.cfg)
+		if stack.PortTaken(err) {
+			t.Logf("port %d was taken", sb.port())
 		}
-		if err != nil {
-			return sb, err
-		}
-		sb.emu = emu
-		t.Cleanup(func() { _ = emu.Close() })
-		return sb, nil
+		return err
+	})
+	if err != nil {
+		return sb, err
 	}
+	t.Cleanup(func() { _ = sb.emu.Close() })
+	return sb, nil
 }
 
 func mustStartSandbox(t *testing.T, id stsserver.Identity, env map[string]string, tweak func(*lambdaemu.Config)) *sandbox {

@@ -18,6 +18,7 @@ import (
 	"github.com/ephemera-sh/ephemera/internal/cli"
 	"github.com/ephemera-sh/ephemera/sam/local/gobuild"
 	"github.com/ephemera-sh/ephemera/sam/local/observe"
+	interpreters "github.com/ephemera-sh/ephemera/tests/runtimes"
 )
 
 // runtimeSpec is one demo function and what it needs installed.
@@ -29,31 +30,8 @@ type runtimeSpec struct {
 }
 
 var runtimes = []runtimeSpec{
-	{name: "python", dir: "../../functions/demo-python", function: "OrdersPython", missing: pythonMissing},
-	{name: "node", dir: "../../functions/demo-node", function: "OrdersNode", missing: nodeMissing},
-}
-
-// pythonMissing checks that Debian's python3 has psycopg and boto3.
-func pythonMissing() string {
-	out, err := exec.Command("/usr/bin/python3", "-c", "import psycopg, boto3").CombinedOutput()
-	if err != nil {
-		return fmt.Sprintf("/usr/bin/python3 cannot import psycopg and boto3 (%v: %s): install Debian's packages "+
-			"with `apt-get install -y python3-psycopg python3-boto3` (.ci/run does)", err, strings.TrimSpace(string(out)))
-	}
-	return ""
-}
-
-// nodeMissing checks for node and the function's node_modules.
-func nodeMissing() string {
-	if _, err := exec.LookPath("node"); err != nil {
-		return "node is not on PATH: install Node.js 20 or later"
-	}
-	for _, mod := range []string{"pg", "@aws-sdk/client-sts"} {
-		if _, err := os.Stat(filepath.Join("../../functions/demo-node/node_modules", mod, "package.json")); err != nil {
-			return fmt.Sprintf("functions/demo-node/node_modules lacks %s: run `npm ci` in functions/demo-node (.ci/run does)", mod)
-		}
-	}
-	return ""
+	{name: "python", dir: "../../functions/demo-python", function: "OrdersPython", missing: interpreters.PythonMissing},
+	{name: "node", dir: "../../functions/demo-node", function: "OrdersNode", missing: interpreters.NodeMissing},
 }
 
 // requireRuntime fails t, with the install hint, when rt is not installed.

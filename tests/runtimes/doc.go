@@ -14,5 +14,6 @@
 // The interpreters must be installed; the tests never skip. Python is Debian's
 // /usr/bin/python3 with python3-psycopg and python3-boto3 (apt-get install -y python3-psycopg
 // python3-boto3); Node is node 20+ with functions/demo-node/node_modules (npm ci in that
-// folder). .ci/run installs both. The package has no code of its own.
+// folder). .ci/run installs both. The package's only code, PythonMissing and NodeMissing,
+// says what is missing; tests/local uses it too.
 package runtimes

@@ -1,22 +1,16 @@
 package runtimes
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/ephemera-sh/ephemera/broker/config"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 	"github.com/ephemera-sh/ephemera/sam/local/stack"
 	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
 )
@@ -54,8 +48,8 @@ var (
 	st        *stack.Stack
 	admin     *pgxpool.Pool // superuser pool on the stack's database
 	extDir    string        // holds the extension "ephemera"
-	rec       = &passwordRecorder{seen: map[string]bool{}}
-	brokerOut = &syncBuffer{} // the broker's logs, audit lines and metrics
+	rec       = &stack.Passwords{}
+	brokerOut = &observe.Buffer{} // the broker's logs, audit lines and metrics
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -135,79 +129,10 @@ func startStack(ctx context.Context, dir string) (stsserver.Identity, error) {
 		Policies:   stack.DefaultPolicies + assumePolicy,
 		ReapEvery:  time.Second,
 		Output:     brokerOut,
-		Middleware: rec.wrap,
-		Configure: func(c *config.Config) {
-			db := c.Databases["orders"]
-			r := *db.Roles["readonly"]
-			r.Name, r.DefaultTTL, r.MaxTTL = "rotating", rotatingTTL, rotatingMaxTTL
-			db.Roles["rotating"] = &r
-		},
+		Middleware: rec.Wrap,
+		Configure:  stack.ShortRole("rotating", rotatingTTL, rotatingMaxTTL),
 	})
 	return id, err
-}
-
-// passwordRecorder wraps the broker's handler and keeps every password it issued, to look
-// for them in logs later.
-type passwordRecorder struct {
-	mu   sync.Mutex
-	seen map[string]bool
-}
-
-func (p *passwordRecorder) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.URL.Path != "/v1/credentials" {
-			h.ServeHTTP(w, r)
-			return
-		}
-		cw := &captureWriter{ResponseWriter: w}
-		h.ServeHTTP(cw, r)
-		var c struct {
-			Password string `json:"password"`
-		}
-		if json.Unmarshal(cw.body.Bytes(), &c) == nil && c.Password != "" {
-			p.mu.Lock()
-			p.seen[c.Password] = true
-			p.mu.Unlock()
-		}
-	})
-}
-
-func (p *passwordRecorder) passwords() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]string, 0, len(p.seen))
-	for pw := range p.seen {
-		out = append(out, pw)
-	}
-	return out
-}
-
-type captureWriter struct {
-	http.ResponseWriter
-	body bytes.Buffer
-}
-
-func (w *captureWriter) Write(b []byte) (int, error) {
-	w.body.Write(b)
-	return w.ResponseWriter.Write(b)
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // runtimeSpec is one language's demo function.
@@ -219,29 +144,6 @@ type runtimeSpec struct {
 }
 
 var runtimes = []runtimeSpec{
-	{name: "python", dir: "../../functions/demo-python", missing: pythonMissing},
-	{name: "node", dir: "../../functions/demo-node", missing: nodeMissing},
-}
-
-// pythonMissing checks that Debian's python3 has psycopg and boto3.
-func pythonMissing() string {
-	out, err := exec.Command("/usr/bin/python3", "-c", "import psycopg, boto3").CombinedOutput()
-	if err != nil {
-		return fmt.Sprintf("/usr/bin/python3 cannot import psycopg and boto3 (%v: %s): install Debian's packages "+
-			"with `apt-get install -y python3-psycopg python3-boto3` (.ci/run does)", err, strings.TrimSpace(string(out)))
-	}
-	return ""
-}
-
-// nodeMissing checks for node and the function's node_modules.
-func nodeMissing() string {
-	if _, err := exec.LookPath("node"); err != nil {
-		return "node is not on PATH: install Node.js 20 or later"
-	}
-	for _, mod := range []string{"pg", "@aws-sdk/client-sts"} {
-		if _, err := os.Stat(filepath.Join("../../functions/demo-node/node_modules", mod, "package.json")); err != nil {
-			return fmt.Sprintf("functions/demo-node/node_modules lacks %s: run `npm ci` in functions/demo-node (.ci/run does)", mod)
-		}
-	}
-	return ""
+	{name: "python", dir: "../../functions/demo-python", missing: PythonMissing},
+	{name: "node", dir: "../../functions/demo-node", missing: NodeMissing},
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ephemera-sh/ephemera/sam/local/lambdaemu"
+	"github.com/ephemera-sh/ephemera/sam/local/observe"
 	"github.com/ephemera-sh/ephemera/sam/local/stack"
 	"github.com/ephemera-sh/ephemera/sam/local/stsserver"
 )
@@ -21,7 +22,7 @@ type sandbox struct {
 	emu      *lambdaemu.Emulator
 	id       stsserver.Identity // the execution role
 	function string
-	out      *syncBuffer // everything the function and the extension printed
+	out      *observe.Buffer // everything the function and the extension printed
 }
 
 // startSandbox starts rt's demo function with the extension as a new workload whose
@@ -38,7 +39,7 @@ func startSandbox(t *testing.T, rt runtimeSpec, suffix, credentials string) *san
 		t.Fatal(err)
 	}
 	function := fmt.Sprintf("orders-%s-%s-fn", rt.name, suffix)
-	sb := &sandbox{id: st.Workload(fmt.Sprintf("orders-api-%s-%s", rt.name, suffix), function), function: function, out: &syncBuffer{}}
+	sb := &sandbox{id: st.Workload(fmt.Sprintf("orders-api-%s-%s", rt.name, suffix), function), function: function, out: &observe.Buffer{}}
 	env := map[string]string{
 		"EPHEMERA_CREDENTIALS":      credentials,
 		"EPHEMERA_AWS_PROFILES":     profileName + "=" + profile + ":15m",
@@ -46,7 +47,7 @@ func startSandbox(t *testing.T, rt runtimeSpec, suffix, credentials string) *san
 		"EPHEMERA_DEMO_AWS_PROFILE": profileName,
 		"AWS_ENDPOINT_URL_STS":      st.STS.URL(),
 	}
-	for attempt := 1; ; attempt++ {
+	err = stack.RetryPort(env, func() error {
 		cfg, err := st.LambdaConfig(sb.id, extDir, bootstrap, env)
 		if err != nil {
 			t.Fatal(err)
@@ -54,23 +55,20 @@ func startSandbox(t *testing.T, rt runtimeSpec, suffix, credentials string) *san
 		// Interpreters start slower than a Go binary, and two cores are shared.
 		cfg.Output, cfg.Timeout, cfg.InitTimeout, cfg.ShutdownTimeout = sb.out, 30*time.Second, 60*time.Second, 5*time.Second
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		emu, err := lambdaemu.Start(ctx, cfg)
-		cancel()
-		if stack.PortTaken(err) && attempt < 3 { // another process took the free port meanwhile
-			continue
-		}
-		if err != nil {
-			t.Fatalf("INIT of the %s function failed: %v\n%s", rt.name, err, sb.out.String())
-		}
-		sb.emu = emu
-		t.Cleanup(func() { _ = emu.Close() })
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("sandbox output of %s:\n%s", function, sb.out.String())
-			}
-		})
-		return sb
+		defer cancel()
+		sb.emu, err = lambdaemu.Start(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("INIT of the %s function failed: %v\n%s", rt.name, err, sb.out.String())
 	}
+	t.Cleanup(func() { _ = sb.emu.Close() })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sandbox output of %s:\n%s", function, sb.out.String())
+		}
+	})
+	return sb
 }
 
 // answer is the demo function's answer to GET /orders.
@@ -130,20 +128,17 @@ func (s *sandbox) shutdown(t *testing.T) {
 		"the execution role's secret key":    s.id.SecretAccessKey,
 		"the execution role's session token": s.id.SessionToken,
 	}
-	for i, pw := range rec.passwords() {
+	for i, pw := range rec.All() {
 		secrets[fmt.Sprintf("issued password #%d", i+1)] = pw
 	}
 	for i, ses := range st.STS.Sessions() {
 		secrets[fmt.Sprintf("AWS session #%d's secret key", i+1)] = ses.Identity.SecretAccessKey
 		secrets[fmt.Sprintf("AWS session #%d's session token", i+1)] = ses.Identity.SessionToken
 	}
-	for what, secret := range secrets {
-		if strings.Contains(logs, secret) {
-			t.Errorf("%s is in the sandbox's output", what)
-		}
-		if strings.Contains(brokerOut.String(), secret) {
-			t.Errorf("%s is in the broker's output", what)
-		}
+	for _, leak := range observe.Leaks(secrets, map[string]string{
+		"the sandbox's output": logs, "the broker's output": brokerOut.String(),
+	}) {
+		t.Error(leak)
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -59,7 +61,7 @@ func checkAnswers(t *testing.T, sc scenario, rec *recorder, procs []*brokerProc)
 			}
 		}
 	}
-	for _, cause := range sortedKeys(unavailable) {
+	for _, cause := range slices.Sorted(maps.Keys(unavailable)) {
 		t.Logf("brokers answered 503 %d times for %s", unavailable[cause], cause)
 	}
 }
@@ -217,7 +219,7 @@ func checkDatabase(t *testing.T, ctx context.Context, sc scenario, pg *pgserver.
 			}
 		}
 	}
-	for _, k := range sortedKeys(unwritten) {
+	for _, k := range slices.Sorted(maps.Keys(unwritten)) {
 		t.Logf("FINDING: %d audit lines without a row, the broker logged \"audit row not written\": %s", unwritten[k], k)
 	}
 	t.Logf("audit: %d lines naming the database, %d rows, %d database_unavailable lines without a row (by design), %d silently lost",

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -223,7 +225,7 @@ func report(t *testing.T, rec *recorder, outcomes []outcome, storm time.Duration
 	t.Logf("credentials: %d of %d; time to credential p50 %v, p99 %v, max %v", len(ok), len(outcomes),
 		percentile(sorted, 50).Round(time.Millisecond), percentile(sorted, 99).Round(time.Millisecond),
 		percentile(sorted, 100).Round(time.Millisecond))
-	for _, k := range sortedKeys(failed) {
+	for _, k := range slices.Sorted(maps.Keys(failed)) {
 		t.Logf("failed INIT: %d × %s", failed[k], k)
 	}
 	statuses := rec.byStatus()
@@ -238,7 +240,7 @@ func report(t *testing.T, rec *recorder, outcomes []outcome, storm time.Duration
 	}
 	t.Logf("answers: %s", strings.Join(parts, ", "))
 	rec.mu.Lock()
-	for _, k := range sortedKeys(rec.failures) {
+	for _, k := range slices.Sorted(maps.Keys(rec.failures)) {
 		t.Logf("transport failures: %d × %s", rec.failures[k], k)
 	}
 	rec.mu.Unlock()
@@ -257,13 +259,4 @@ func failureClass(err error) string {
 		return "INIT budget ran out"
 	}
 	return err.Error()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

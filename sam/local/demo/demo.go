@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ephemera-sh/ephemera/broker/attest"
+	"github.com/ephemera-sh/ephemera/broker/config"
 	"github.com/ephemera-sh/ephemera/broker/lease"
 	extconfig "github.com/ephemera-sh/ephemera/extension/config"
 	"github.com/ephemera-sh/ephemera/sam/local/lambdaemu"
@@ -45,24 +46,6 @@ type Options struct {
 // EnvDatabaseURL names an existing PostgreSQL server to use instead of a
 // throwaway one (the demo creates, and then drops, a database of its own).
 const EnvDatabaseURL = "EPHEMERA_DEMO_DATABASE_URL"
-
-// The demo's broker configuration: the stack's, with short TTLs so that a
-// renewal and a rotation happen within a minute.
-const config = `databases:
-  orders:
-    host: {{pg_host}}
-    port: {{pg_port}}
-    dbname: {{pg_dbname}}
-    sslmode: disable
-    admin: {user: ephemera_admin, auth: dsn, dsn_env: {{admin_dsn_env}}}
-    scram_iterations: 4096
-    roles:
-      readonly:
-        member_of: [orders_read]
-        default_ttl: %s
-        max_ttl: %s
-        max_leases: 50
-`
 
 // Run runs the demo, writing the narration to out.
 func Run(ctx context.Context, out io.Writer, opts Options) (err error) {
@@ -92,7 +75,12 @@ func Run(ctx context.Context, out io.Writer, opts Options) (err error) {
 
 	n.section("1. Start everything on this machine (no Docker, no AWS account)")
 	s, err := stack.Start(ctx, stack.Options{
-		Config:    fmt.Sprintf(config, opts.TTL, 2*opts.TTL),
+		// The stack's configuration, with short TTLs so that a renewal and a
+		// rotation happen within a minute.
+		Configure: func(c *config.Config) {
+			r := c.Databases["orders"].Roles["readonly"]
+			r.DefaultTTL, r.MaxTTL, r.MaxLeases = opts.TTL, 2*opts.TTL, 50
+		},
 		Output:    logFile,
 		ReapEvery: opts.ReapEvery,
 	})

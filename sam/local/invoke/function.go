@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,23 +183,26 @@ func Start(ctx context.Context, opts Options) (_ *Function, err error) {
 	fmt.Fprintf(logs, "[local] function %s, execution role %s\n", f.Name, stack.RoleARN(role))
 
 	vars := environment(env, f.Stack.BrokerURL, f.Stack.Audience, f.Stack.STS.URL(), logs)
-	for attempt := 1; ; attempt++ {
-		cfg, err := f.Stack.LambdaConfig(f.Identity, extDir, bootstrap, vars)
-		if err != nil {
-			return nil, err
+	var cfgErr error
+	err = stack.RetryPort(vars, func() error {
+		var cfg lambdaemu.Config
+		if cfg, cfgErr = f.Stack.LambdaConfig(f.Identity, extDir, bootstrap, vars); cfgErr != nil {
+			return cfgErr
 		}
 		cfg.Output = logs
 		cfg.Timeout = cmp.Or(opts.Timeout, DefaultTimeout)
 		cfg.InitTimeout = cmp.Or(opts.InitTimeout, DefaultSandboxInitTimeout)
+		var err error
 		f.emu, err = lambdaemu.Start(ctx, cfg)
-		if _, fixed := vars["EPHEMERA_PORT"]; !fixed && attempt < 3 && stack.PortTaken(err) {
-			continue // another process took the free port meanwhile
-		}
-		if err != nil {
-			return nil, fmt.Errorf("invoke: INIT of %s: %w", f.Name, err)
-		}
-		return f, nil
+		return err
+	})
+	switch {
+	case cfgErr != nil:
+		return nil, cfgErr
+	case err != nil:
+		return nil, fmt.Errorf("invoke: INIT of %s: %w", f.Name, err)
 	}
+	return f, nil
 }
 
 // environment is the function's environment: the local defaults, then
@@ -211,7 +215,7 @@ func environment(env map[string]string, brokerURL, audience, stsURL string, logs
 		"EPHEMERA_INIT_TIMEOUT": DefaultInitTimeout,
 		"AWS_ENDPOINT_URL_STS":  stsURL,
 	}
-	for _, k := range sortedKeys(env) {
+	for _, k := range slices.Sorted(maps.Keys(env)) {
 		if reserved(k) {
 			fmt.Fprintf(logs, "[local] env.json: %s is reserved by Lambda: ignored\n", k)
 			continue
@@ -359,12 +363,3 @@ func reserved(k string) bool {
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}

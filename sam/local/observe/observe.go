@@ -19,6 +19,7 @@ package observe
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -86,4 +87,27 @@ func Until(limit time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Leaks looks for secrets in outputs, both keyed by what they are, and returns
+// one sentence for each secret found in each output ("<secret> is in <output>"),
+// sorted; none when nothing leaked:
+//
+//	for _, leak := range observe.Leaks(
+//		map[string]string{"the issued password": cred.Password},
+//		map[string]string{"the broker's logs": logs.String()},
+//	) {
+//		t.Error(leak)
+//	}
+func Leaks(secrets, outputs map[string]string) []string {
+	var found []string
+	for what, secret := range secrets {
+		for where, text := range outputs {
+			if strings.Contains(text, secret) {
+				found = append(found, what+" is in "+where)
+			}
+		}
+	}
+	slices.Sort(found)
+	return found
 }

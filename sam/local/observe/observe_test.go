@@ -59,3 +59,17 @@ func TestUntil(t *testing.T) {
 		t.Fatalf("cond called %d times with a zero limit, want 2 (before and at the bound)", c)
 	}
 }
+
+func TestLeaks(t *testing.T) {
+	got := observe.Leaks(
+		map[string]string{"the password": "hunter2", "the token": "tok-1", "the key": "never-printed"},
+		map[string]string{"the logs": "user u password hunter2 token tok-1", "the audit": "password hunter2"},
+	)
+	want := []string{"the password is in the audit", "the password is in the logs", "the token is in the logs"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Leaks = %q, want %q", got, want)
+	}
+	if got := observe.Leaks(map[string]string{"the key": "k-1"}, map[string]string{"the logs": "nothing"}); len(got) != 0 {
+		t.Fatalf("Leaks = %q, want none", got)
+	}
+}

@@ -75,14 +75,30 @@ func (s *Stack) LambdaConfig(id stsserver.Identity, extensionsDir, bootstrap str
 // fix EPHEMERA_PORT and another process took the chosen port meanwhile
 // (Extension.ListenFailed), it tries again on another port.
 func (s *Stack) Lambda(ctx context.Context, id stsserver.Identity, extensionsDir, bootstrap string, env map[string]string) (*lambdaemu.Emulator, error) {
-	for attempt := 1; ; attempt++ {
+	var emu *lambdaemu.Emulator
+	err := RetryPort(env, func() error {
 		cfg, err := s.LambdaConfig(id, extensionsDir, bootstrap, env)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		emu, err := lambdaemu.Start(ctx, cfg)
-		if _, fixed := env["EPHEMERA_PORT"]; fixed || attempt == 3 || !PortTaken(err) {
-			return emu, err
+		emu, err = lambdaemu.Start(ctx, cfg)
+		return err
+	})
+	return emu, err
+}
+
+// RetryPort calls start, which makes a configuration with LambdaConfig(…, env) and
+// starts it, until it succeeds or fails other than PortTaken, three times at the
+// most: another process may take the free port LambdaConfig chose before the
+// extension listens on it, and the next configuration has another. When env fixes
+// EPHEMERA_PORT there is no other port, and start is called once. It returns the
+// last call's error.
+func RetryPort(env map[string]string, start func() error) error {
+	_, fixed := env["EPHEMERA_PORT"]
+	for attempt := 1; ; attempt++ {
+		err := start()
+		if fixed || attempt == 3 || !PortTaken(err) {
+			return err
 		}
 	}
 }

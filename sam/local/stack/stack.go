@@ -337,3 +337,16 @@ func StartTB(tb TB, opts Options) *Stack {
 	})
 	return s
 }
+
+// ShortRole is an Options.Configure that adds the role name to the database orders
+// of DefaultConfig: readonly again, with default_ttl ttl and max_ttl maxTTL, which
+// may be shorter than the YAML allows, so that a test sees rotations within
+// seconds.
+func ShortRole(name string, ttl, maxTTL time.Duration) func(*config.Config) {
+	return func(c *config.Config) {
+		db := c.Databases["orders"]
+		r := *db.Roles["readonly"]
+		r.Name, r.DefaultTTL, r.MaxTTL = name, ttl, maxTTL
+		db.Roles[name] = &r
+	}
+}

@@ -157,11 +157,7 @@ func (s *Server) AddRole(r Role) {
 func (s *Server) Sessions() []Session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Session, len(s.sessions))
-	for i, x := range s.sessions {
-		out[i] = x.clone()
-	}
-	return out
+	return cloneAll(s.sessions)
 }
 
 // SetDisabledRegions makes AssumeRole requests signed for any of regions

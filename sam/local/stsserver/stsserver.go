@@ -289,9 +289,15 @@ func (s *Server) SetClock(now func() time.Time) {
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Request, len(s.requests))
-	for i, r := range s.requests {
-		out[i] = r.clone()
+	return cloneAll(s.requests)
+}
+
+// cloneAll returns deep copies of xs (Requests and Sessions hold slices and maps
+// the caller must not share with the server).
+func cloneAll[T interface{ clone() T }](xs []T) []T {
+	out := make([]T, len(xs))
+	for i, x := range xs {
+		out[i] = x.clone()
 	}
 	return out
 }
