@@ -169,7 +169,7 @@ type extRun struct {
 
 // startExtension runs the extension binary against brokerURL, as Lambda
 // would, and returns once it called event/next (INIT done).
-func startExtension(bin, brokerURL string, creds aws.Credentials) (*extRun, error) {
+func startExtension(bin, brokerURL string, creds aws.Credentials, extraEnv ...string) (*extRun, error) {
 	lam, err := startFakeLambda()
 	if err != nil {
 		return nil, err
@@ -196,6 +196,7 @@ func startExtension(bin, brokerURL string, creds aws.Credentials) (*extRun, erro
 		"EPHEMERA_CREDENTIALS=orders=" + dbDefault + "/" + dbRole + ":15m",
 		"EPHEMERA_PORT=" + strconv.Itoa(port),
 	}
+	r.cmd.Env = append(r.cmd.Env, extraEnv...)
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
 	t0 := time.Now()
 	if err := r.cmd.Start(); err != nil {
@@ -286,30 +287,85 @@ func localReader(url, token string) func(context.Context) error {
 	}
 }
 
-// loopbackFloor is the least a local read can cost on this machine: a
-// net/http server on 127.0.0.1 that compares the token and writes a fixed
-// answer of the same shape, read by the same client. It runs in the bench's
-// own process (the extension runs in its own), so it is a floor of the
-// protocol, not of a second process. Stop it with the returned function.
-func loopbackFloor() (url string, token string, stop func(), err error) {
-	token = "floor-token-0123456789abcdef0123456789abcdef"
+// floorToken is the token of the loopback floor's server.
+const floorToken = "floor-token-0123456789abcdef0123456789abcdef"
+
+// floorHandler answers as the extension's local read does at its least: it
+// compares the token in constant time and writes a fixed answer of the same
+// shape and size.
+func floorHandler() http.Handler {
 	body := []byte(`{"lease_id":"3f8e4a7c-5b1d-4e2f-9a6b-7c8d9e0f1a2b","database":"orders","role":"readonly",` +
 		`"username":"eph_readonly_abcdefghijkl","password":"0123456789abcdef0123456789abcdef0123456789ab","host":"127.0.0.1",` +
 		`"port":5432,"dbname":"orders","sslmode":"verify-full","expires_at":"2026-12-05T10:00:00Z","generation":1}` + "\n")
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return "", "", nil, err
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(req.Header.Get("X-Ephemera-Token")), []byte(token)) != 1 {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(req.Header.Get("X-Ephemera-Token")), []byte(floorToken)) != 1 {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(body)
-	})}
+	})
+}
+
+// loopbackFloor serves floorHandler on 127.0.0.1 in the bench's own process
+// and returns its URL and a stop function.
+func loopbackFloor() (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: floorHandler()}
 	go func() { _ = srv.Serve(ln) }()
-	return "http://" + ln.Addr().String() + "/v1/credentials/orders", token, func() { _ = srv.Close() }, nil
+	return "http://" + ln.Addr().String() + "/v1/credentials/orders", func() { _ = srv.Close() }, nil
+}
+
+// floorServerEnv makes the bench binary serve floorHandler instead of
+// benchmarking (serveFloor): the loopback floor in a process of its own, as
+// the extension is.
+const floorServerEnv = "EPHEMERA_BENCH_FLOOR_SERVER"
+
+// serveFloor serves floorHandler, prints its URL on stdout and exits when
+// stdin closes.
+func serveFloor() {
+	url, stop, err := loopbackFloor()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer stop()
+	fmt.Println(url)
+	_, _ = io.Copy(io.Discard, os.Stdin)
+}
+
+// loopbackFloorProcess starts this binary as serveFloor and returns the
+// floor's URL and a stop function.
+func loopbackFloorProcess() (url string, stop func(), err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), floorServerEnv+"=1")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop = func() { _ = in.Close(); _ = cmd.Wait() }
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		_ = cmd.Process.Kill()
+		stop()
+		return "", nil, fmt.Errorf("floor server: %w", err)
+	}
+	return strings.TrimSpace(line), stop, nil
 }
 
 func tail(s string) string {

@@ -25,6 +25,7 @@ import (
 type runner struct {
 	dur, warm time.Duration
 	start     time.Time
+	only      []string // phases whose names contain one of these; nil: all
 	e         *env
 	meter     *dbMeter
 	res       *results
@@ -33,10 +34,15 @@ type runner struct {
 }
 
 func main() {
+	if os.Getenv(floorServerEnv) != "" {
+		serveFloor()
+		return
+	}
 	dur := flag.Duration("d", 2500*time.Millisecond, "measurement window of each phase (each is also bounded in count)")
 	warm := flag.Duration("warm", 500*time.Millisecond, "warm-up before each measured phase")
 	out := flag.String("out", "bench/results.json", "where to write the results")
 	budget := flag.Duration("budget", 9*time.Minute, "hard bound on the whole run; phases not reached are skipped")
+	only := flag.String("only", "", "run only the phases whose names contain one of these comma-separated words (e.g. extension,replays); the table says which ran")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -45,6 +51,9 @@ func main() {
 	defer cancel()
 
 	r := &runner{dur: *dur, warm: *warm, start: time.Now(), res: newResults()}
+	if *only != "" {
+		r.only = strings.Split(*only, ",")
+	}
 	err := r.run(ctx)
 	if err != nil {
 		r.res.Errors = append(r.res.Errors, err.Error())
@@ -55,6 +64,9 @@ func main() {
 
 	fmt.Println()
 	r.printHeader()
+	if r.only != nil {
+		fmt.Printf("-only %s: phases not run: %s\n", strings.Join(r.only, ","), strings.Join(metaList(r.res.Meta["phases_not_selected"]), "; "))
+	}
 	printTable(os.Stdout, r.rows)
 	if len(r.res.Errors) > 0 {
 		fmt.Println("\nerrors:")
@@ -298,6 +310,10 @@ func (r *runner) run(ctx context.Context) error {
 		}},
 	}
 	for _, p := range phases {
+		if !r.selected(p.name) {
+			r.res.Meta["phases_not_selected"] = append(metaList(r.res.Meta["phases_not_selected"]), p.name)
+			continue
+		}
 		if ctx.Err() != nil {
 			r.fail(p.name, fmt.Errorf("skipped: %w", context.Cause(ctx)))
 			continue
@@ -310,4 +326,22 @@ func (r *runner) run(ctx context.Context) error {
 	r.rows = append(r.rows, sectionRow("the database's work per operation: floor / broker (server CPU from /proc, WAL from pg_current_wal_lsn, write commits)"))
 	r.rows = append(r.rows, r.workRows...)
 	return nil
+}
+
+// selected reports whether -only lets the phase run.
+func (r *runner) selected(phase string) bool {
+	if r.only == nil {
+		return true
+	}
+	for _, w := range r.only {
+		if w = strings.TrimSpace(w); w != "" && strings.Contains(phase, w) {
+			return true
+		}
+	}
+	return false
+}
+
+func metaList(v any) []string {
+	l, _ := v.([]string)
+	return l
 }

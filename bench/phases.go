@@ -509,9 +509,9 @@ func (r *runner) phaseExtension(ctx context.Context, bin string) error {
 		r.res.LocalReadC4 = latencyUs{P50: round3(us(s4.p(0.5))), P99: round3(us(s4.p(0.99))), OpsPerS: round3(s4.opsPerSec()), N: s4.n()}
 		x.RSSKiBAfterReads = run.rssKiB()
 		run.stop()
-		floorRows, err := r.localReadFloor(ctx)
+		floorRows, err := r.localReadCompare(ctx, bin, url)
 		if err != nil {
-			return fmt.Errorf("local read floor: %w", err)
+			return fmt.Errorf("local read compared: %w", err)
 		}
 		r.rows = append(r.rows, sectionRow("extension (static, stripped, linux/"+x.Arch+"; broker answering instantly unless said)"),
 			row{phase: "  local credential read over loopback", conc: "1", p50: fmtDur(s.p(0.5)), p99: fmtDur(s.p(0.99)), ops: fmtRate(s.opsPerSec()),
@@ -557,30 +557,54 @@ func (r *runner) phaseExtension(ctx context.Context, bin string) error {
 	return nil
 }
 
-// localReadFloor measures loopbackFloor at c = 1 and 4 with the same client
-// and counts as the extension's local read: what net/http over loopback
-// costs here before the extension does anything.
-func (r *runner) localReadFloor(ctx context.Context) ([]row, error) {
-	url, token, stop, err := loopbackFloor()
-	if err != nil {
-		return nil, err
+// localReadCompare measures, with the same client and counts as the
+// extension's local read, at c = 1 and 4: the extension logging each request
+// (EPHEMERA_LOG_LEVEL=debug, which was its default before the access line
+// moved to debug), and the floor of the protocol — net/http on loopback
+// answering a fixed body — in a process of its own and in the bench's.
+func (r *runner) localReadCompare(ctx context.Context, bin, brokerURL string) ([]row, error) {
+	type target struct {
+		key, name, notes string
+		start            func() (url, token string, stop func(), err error)
 	}
-	defer stop()
-	read := localReader(url, token)
+	targets := []target{
+		{"extension_debug_log", "  the same, each request logged (EPHEMERA_LOG_LEVEL=debug)", "as the extension did before by default",
+			func() (string, string, func(), error) {
+				run, err := startExtension(bin, brokerURL, r.e.creds, "EPHEMERA_LOG_LEVEL=debug")
+				if err != nil {
+					return "", "", nil, err
+				}
+				return fmt.Sprintf("http://127.0.0.1:%d/v1/credentials/orders", run.port), run.token, run.stop, nil
+			}},
+		{"floor_process", "  floor: net/http GET over loopback, another process", "fixed answer of the same size, token compared",
+			func() (string, string, func(), error) {
+				url, stop, err := loopbackFloorProcess()
+				return url, floorToken, stop, err
+			}},
+		{"floor_in_process", "  floor: net/http GET over loopback, the bench's process", "no second process to wake",
+			func() (string, string, func(), error) {
+				url, stop, err := loopbackFloor()
+				return url, floorToken, stop, err
+			}},
+	}
 	var rows []row
-	for _, c := range []int{1, 4} {
-		s, err := r.measure(ctx, c, 500, 20000*c, read)
+	for _, tg := range targets {
+		url, token, stop, err := tg.start()
 		if err != nil {
-			return nil, fmt.Errorf("c=%d: %w", c, err)
+			return nil, fmt.Errorf("%s: %w", tg.key, err)
 		}
-		l := latencyUs{P50: round3(us(s.p(0.5))), P99: round3(us(s.p(0.99))), OpsPerS: round3(s.opsPerSec()), N: s.n()}
-		if c == 1 {
-			r.res.LocalReadFloorUs = l
-		} else {
-			r.res.LocalReadFloorC4 = l
+		read := localReader(url, token)
+		for _, c := range []int{1, 4} {
+			s, err := r.measure(ctx, c, 500, 20000*c, read)
+			if err != nil {
+				stop()
+				return nil, fmt.Errorf("%s c=%d: %w", tg.key, c, err)
+			}
+			r.res.LocalReadCompare[tg.key+"_c"+cs(c)] = latencyUs{P50: round3(us(s.p(0.5))), P99: round3(us(s.p(0.99))), OpsPerS: round3(s.opsPerSec()), N: s.n()}
+			rows = append(rows, row{phase: tg.name, conc: cs(c), p50: fmtDur(s.p(0.5)), p99: fmtDur(s.p(0.99)),
+				ops: fmtRate(s.opsPerSec()), notes: fmt.Sprintf("%s; n=%d", tg.notes, s.n())})
 		}
-		rows = append(rows, row{phase: "  floor: net/http GET over loopback, fixed answer", conc: cs(c), p50: fmtDur(s.p(0.5)), p99: fmtDur(s.p(0.99)),
-			ops: fmtRate(s.opsPerSec()), notes: fmt.Sprintf("same client, token compared, same-size JSON; in the bench's process; n=%d", s.n())})
+		stop()
 	}
 	return rows, nil
 }

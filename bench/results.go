@@ -185,18 +185,18 @@ type results struct {
 	ScramNsPerOp   map[string]float64 `json:"scram_verifier_ns_per_op"`
 	IssueScram     []issueRow         `json:"issue_scram"`
 	LocalReadC4    latencyUs          `json:"local_read_us_c4"`
-	// LocalReadFloorUs and LocalReadFloorC4: a bare net/http server on
-	// loopback read by the same client (the local read's floor).
-	LocalReadFloorUs latencyUs          `json:"local_read_floor_us"`
-	LocalReadFloorC4 latencyUs          `json:"local_read_floor_us_c4"`
-	Reaper           map[string]any     `json:"reaper"`
-	Scale            scaleResult        `json:"scale"`
-	Replay           []replayRow        `json:"sql_replay"`
-	RoundTrips       map[string]float64 `json:"round_trips_per_op"`
-	MicroUs          map[string]any     `json:"micro_us"`
-	ColdPool         map[string]float64 `json:"cold_pool_ms"`
-	Meta             map[string]any     `json:"meta"`
-	Errors           []string           `json:"errors,omitempty"`
+	// LocalReadCompare: the local read's comparisons, by "<what>_c<N>":
+	// extension_debug_log (each request logged), floor_process and
+	// floor_in_process (net/http on loopback answering a fixed body).
+	LocalReadCompare map[string]latencyUs `json:"local_read_compare_us"`
+	Reaper           map[string]any       `json:"reaper"`
+	Scale            scaleResult          `json:"scale"`
+	Replay           []replayRow          `json:"sql_replay"`
+	RoundTrips       map[string]float64   `json:"round_trips_per_op"`
+	MicroUs          map[string]any       `json:"micro_us"`
+	ColdPool         map[string]float64   `json:"cold_pool_ms"`
+	Meta             map[string]any       `json:"meta"`
+	Errors           []string             `json:"errors,omitempty"`
 }
 
 func newResults() *results {
@@ -206,7 +206,7 @@ func newResults() *results {
 		MicroUs: map[string]any{}, ColdPool: map[string]float64{}, Meta: map[string]any{},
 		Scale:        scaleResult{CountLiveVariantsUs: map[string]map[string]float64{}},
 		PgCPUUsPerOp: workTable{}, WALBytesPerOp: workTable{}, CommitsPerOp: workTable{}, XactCommits: workTable{},
-		Throughput: workTable{},
+		Throughput: workTable{}, LocalReadCompare: map[string]latencyUs{},
 	}
 }
 

@@ -193,7 +193,8 @@ func TestFunctionReadsDuringSlowInit(t *testing.T) {
 	since := time.Now()
 	rec.delayNext.Store(int64(delay))
 	defer rec.delayNext.Store(0)
-	sb, err := startSandbox(t, st.Workload("orders-api-slow", "orders-slow-fn"), nil, nil)
+	// Debug level: the extension logs each local request only then.
+	sb, err := startSandbox(t, st.Workload("orders-api-slow", "orders-slow-fn"), map[string]string{"EPHEMERA_LOG_LEVEL": "debug"}, nil)
 	if err != nil {
 		t.Fatalf("INIT failed although the broker only answered late: %v\n%s", err, sb.out.String())
 	}
