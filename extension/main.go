@@ -31,6 +31,7 @@ import (
 	"github.com/ephemera-sh/ephemera/extension/extapi"
 	"github.com/ephemera-sh/ephemera/extension/lifecycle"
 	"github.com/ephemera-sh/ephemera/extension/localserver"
+	"github.com/ephemera-sh/ephemera/internal/logging"
 )
 
 func main() {
@@ -46,7 +47,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if len(args) > 0 {
 		name = filepath.Base(args[0])
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("extension", name)
+	level := logging.Level(getenv("EPHEMERA_LOG_LEVEL"))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})).With("extension", name)
 
 	ext, err := extapi.New(getenv(extapi.EnvRuntimeAPI))
 	if err != nil {

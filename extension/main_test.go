@@ -145,3 +145,44 @@ func TestInsecureBrokerURL(t *testing.T) {
 		t.Fatalf("%d calls reached a broker", n)
 	}
 }
+
+// TestLogLevel: EPHEMERA_LOG_LEVEL sets the extension's level. Local
+// requests are logged at debug only; at warn not even INIT's info lines are.
+func TestLogLevel(t *testing.T) {
+	for _, tc := range []struct {
+		level                  string
+		wantRequest, wantServe bool
+	}{
+		{"", false, true},
+		{"debug", true, true},
+		{"warn", false, false},
+	} {
+		t.Run("level="+tc.level, func(t *testing.T) {
+			h := newHarness(t)
+			if tc.level != "" {
+				h.env["EPHEMERA_LOG_LEVEL"] = tc.level
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			h.start(ctx)
+			if !h.api.WaitNext(10 * time.Second) {
+				t.Fatalf("no /event/next; logs:\n%s", h.logs)
+			}
+			if status, _ := h.read(t, "orders"); status != 200 {
+				t.Fatalf("read: %d", status)
+			}
+			h.api.Shutdown("spindown", time.Now().Add(2*time.Second))
+			if code := h.wait(t); code != 0 {
+				t.Fatalf("exit %d; logs:\n%s", code, h.logs)
+			}
+			logs := h.logs.String()
+			if got := strings.Contains(logs, `"msg":"local request"`); got != tc.wantRequest {
+				t.Errorf("local request logged: %v, want %v; logs:\n%s", got, tc.wantRequest, logs)
+			}
+			if got := strings.Contains(logs, `"msg":"serving"`); got != tc.wantServe {
+				t.Errorf("INIT's serving line logged: %v, want %v; logs:\n%s", got, tc.wantServe, logs)
+			}
+			h.checkLogs(t)
+		})
+	}
+}
