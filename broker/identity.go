@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/broker/attest"
@@ -97,15 +98,24 @@ func (b *Broker) verifyIdentity(ctx context.Context, id Identity, operatorOK, de
 // settleNonce records a pending nonce that no transaction recorded: a proof
 // that reached a decision (a denial, a refused TTL, a full role, an error
 // after verification) is spent like one that got its credential, so the
-// same proof cannot be tried again. When the database is unavailable the
-// nonce cannot be recorded, as it could not be by Verify either; the proof
-// then stays usable until it goes stale (5 minutes), and only for a
-// request that again passes every check.
+// same proof cannot be tried again. It runs on a short budget of its own,
+// detached from the request: a request that ended 503 because its caller
+// went away, its deadline ran out on a lock or the pool was full leaves a
+// replay database that still answers. Only when that database cannot be
+// reached within settleTimeout does the proof stay usable, until it goes
+// stale (5 minutes), and only for a request that again passes every check.
 func (b *Broker) settleNonce(ctx context.Context, pn *attest.PendingNonce, outcome error) {
-	if pn == nil || pn.Spent() || api.CodeOf(outcome) == api.CodeDatabaseUnavailable {
+	if pn == nil || pn.Spent() {
 		return
 	}
-	if err := b.verifier.Spend(ctx, pn); err != nil && attest.CodeOf(err) != attest.CodeReplayedProof {
-		b.log.Warn("could not record a proof's nonce after the request ended", "err", err)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	if err := b.verifier.Spend(sctx, pn); err != nil && attest.CodeOf(err) != attest.CodeReplayedProof {
+		b.log.Warn("could not record a proof's nonce after the request ended; it stays usable until it is stale",
+			"outcome", string(api.CodeOf(outcome)), "err", err)
 	}
 }
+
+// settleTimeout bounds settleNonce: the answer waits at most this long
+// past the request's own deadline.
+const settleTimeout = 250 * time.Millisecond

@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -114,22 +113,15 @@ func (b *Broker) Issue(ctx context.Context, in IssueInput) (cred *api.Credential
 	}, nil
 }
 
-// recordsNoncesIn reports whether db's ephemera.nonces is the replay
-// database's: the configured replay database itself, or another name for
-// the same PostgreSQL database (same host, port, database name and admin
-// user, so the same privileges on schema ephemera). Then
-// the issue's transaction can record the proof's nonce; otherwise the nonce
-// is recorded in the replay database first (its own commit). Two names that
-// reach one database under different host names are taken as different:
-// the cost is a commit, never a nonce recorded where the replay check does
-// not look.
+// recordsNoncesIn reports whether db is the replay database, whose
+// ephemera.nonces the replay check reads: only then can the issue's
+// transaction record the proof's nonce. Another configured name is taken as
+// another database even when its host, port and name match the replay
+// database's: with auth "dsn" the admin pool connects where its DSN says,
+// which the configuration's fields do not bind, and a nonce recorded
+// anywhere but where the check looks would let the proof be used again.
 func (b *Broker) recordsNoncesIn(db *config.Database) bool {
-	if db.Name == b.cfg.ReplayDatabase {
-		return true
-	}
-	r := b.cfg.Database(b.cfg.ReplayDatabase)
-	return r != nil && strings.EqualFold(r.Host, db.Host) && r.Port == db.Port && r.DBName == db.DBName &&
-		r.Admin.User == db.Admin.User
+	return db.Name == b.cfg.ReplayDatabase
 }
 
 // nonceFor returns what the store's request records in its own transaction

@@ -5,7 +5,12 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ephemera-sh/ephemera/broker"
+	"github.com/ephemera-sh/ephemera/broker/api"
 	"github.com/ephemera-sh/ephemera/broker/attest"
 )
 
@@ -133,14 +138,32 @@ func TestRefusedProofCannotBeReused(t *testing.T) {
 	}
 }
 
-// TestNonceRecordedWhereTheReplayCheckLooks: a database configured under a
-// second name (same host, port, database and admin) records the nonce in
-// the issue's transaction, like the replay database itself; a name that
-// reaches the same database under another host name is taken as another
-// database, and the nonce is committed first in the replay database. Either
-// way the proof cannot be presented again, on any name.
+// TestNonceRecordedWhereTheReplayCheckLooks: only the replay database's own
+// issues record the nonce in their transaction. Any other configured name —
+// one whose host, port, database and admin user even match the replay
+// database's (orders_alias), or one whose DSN reaches another database
+// behind the same fields (orders_shadow) — commits the nonce in the replay
+// database first. Either way the proof cannot be presented again, on any
+// name.
 func TestNonceRecordedWhereTheReplayCheckLooks(t *testing.T) {
-	const alias = `  orders_alias:
+	ctx := context.Background()
+	su := superuser(t)
+	suffix, err := attest.NewNonce()
+	must(t, err)
+	shadow := "shadow_" + suffix[:12]
+	for _, sql := range []string{"CREATE DATABASE " + shadow, "GRANT CONNECT, CREATE ON DATABASE " + shadow + " TO " + setup.AdminUser} {
+		if _, err := su.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), pg.URL())
+		if err == nil {
+			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+shadow+" WITH (FORCE)")
+			_ = c.Close(context.Background())
+		}
+	})
+	const aliases = `  orders_alias:
     host: 127.0.0.1
     port: %[1]d
     dbname: %[2]s
@@ -148,27 +171,26 @@ func TestNonceRecordedWhereTheReplayCheckLooks(t *testing.T) {
     admin: {user: ephemera_admin, auth: dsn, dsn_env: TEST_ORDERS_ADMIN_DSN}
     roles:
       readonly: {member_of: [orders_read]}
-  orders_byname:
-    host: localhost
+  orders_shadow:
+    host: 127.0.0.1
     port: %[1]d
     dbname: %[2]s
     sslmode: disable
-    admin: {user: ephemera_admin, auth: dsn, dsn_env: TEST_ORDERS_ADMIN_DSN}
+    admin: {user: ephemera_admin, auth: dsn, dsn_env: TEST_SHADOW_ADMIN_DSN}
     roles:
       readonly: {member_of: [orders_read]}
 `
 	pol := basePolicies + `
 @id("aliases")
 permit (principal, action == Ephemera::Action::"issue", resource)
-when { resource in Ephemera::Database::"orders_alias" || resource in Ephemera::Database::"orders_byname" };
+when { resource in Ephemera::Database::"orders_alias" || resource in Ephemera::Database::"orders_shadow" };
 `
-	e := newEnv(t, envOptions{databases: alias, policies: &pol, yaml: "replay_database: orders\n"})
-	ctx := context.Background()
-	conn := superuser(t)
+	e := newEnv(t, envOptions{databases: aliases, policies: &pol, yaml: "replay_database: orders\n",
+		env: map[string]string{"TEST_SHADOW_ADMIN_DSN": pg.ConnString(setup.AdminUser, setup.AdminPassword, shadow)}})
 	for _, tc := range []struct {
 		db     string
 		oneTxn bool
-	}{{"orders_alias", true}, {"orders_byname", false}} {
+	}{{"orders", true}, {"orders_alias", false}, {"orders_shadow", false}} {
 		t.Run(tc.db, func(t *testing.T) {
 			p := e.proof(e.workload("orders-api-role", "fn"))
 			body := map[string]any{"identity": p, "database": tc.db, "role": "readonly", "ttl_seconds": 60}
@@ -176,19 +198,53 @@ when { resource in Ephemera::Database::"orders_alias" || resource in Ephemera::D
 			if a.Status != http.StatusCreated {
 				t.Fatalf("issue: %d %s", a.Status, a.Raw)
 			}
-			var nonceXmin, leaseXmin string
-			must(t, conn.QueryRow(ctx, `SELECT xmin::text FROM ephemera.leases WHERE lease_id = $1`, a.str("lease_id")).Scan(&leaseXmin))
-			must(t, conn.QueryRow(ctx, `SELECT xmin::text FROM ephemera.nonces WHERE nonce = $1`, nonceOf(p)).Scan(&nonceXmin))
-			if (nonceXmin == leaseXmin) != tc.oneTxn {
-				t.Fatalf("nonce in transaction %s, lease in %s; one transaction: %v, want %v", nonceXmin, leaseXmin, nonceXmin == leaseXmin, tc.oneTxn)
+			var nonceXmin string
+			must(t, su.QueryRow(ctx, `SELECT xmin::text FROM ephemera.nonces WHERE nonce = $1`, nonceOf(p)).Scan(&nonceXmin))
+			if tc.db != "orders_shadow" {
+				var leaseXmin string
+				must(t, su.QueryRow(ctx, `SELECT xmin::text FROM ephemera.leases WHERE lease_id = $1`, a.str("lease_id")).Scan(&leaseXmin))
+				if (nonceXmin == leaseXmin) != tc.oneTxn {
+					t.Fatalf("nonce in transaction %s, lease in %s; one transaction: %v, want %v", nonceXmin, leaseXmin, nonceXmin == leaseXmin, tc.oneTxn)
+				}
 			}
-			for _, db := range []string{tc.db, "orders"} {
+			for _, db := range []string{"orders", "orders_alias", "orders_shadow"} {
 				body["database"] = db
 				if a := e.post("/v1/credentials", body); a.code() != "replayed_proof" {
 					t.Fatalf("the proof presented again for %s: %d %s", db, a.Status, a.Raw)
 				}
 			}
 		})
+	}
+}
+
+// TestCancelledRenewSpendsItsProof: a renewal that STS vouched for and that
+// ended 503 because its caller went away (it waited on the lease's row
+// lock) has spent its proof all the same: the replay database still
+// answered.
+func TestCancelledRenewSpendsItsProof(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	w := e.workload("orders-api-role", "fn")
+	leaseID := e.mustIssue(w, "readonly", 60).str("lease_id")
+	ctx := context.Background()
+	tx, err := superuser(t).Begin(ctx)
+	must(t, err)
+	_, err = tx.Exec(ctx, `SELECT 1 FROM ephemera.leases WHERE lease_id = $1 FOR UPDATE`, leaseID)
+	must(t, err)
+	p := e.proof(w)
+	rctx, cancel := context.WithCancel(broker.NewContext(ctx, broker.RequestInfo{ID: "cancelled-renew", Received: time.Now()}))
+	timer := time.AfterFunc(500*time.Millisecond, cancel)
+	defer timer.Stop()
+	ttl := int64(60)
+	_, err = e.broker.Renew(rctx, broker.RenewInput{Identity: broker.Proof(p), LeaseID: leaseID, TTLSeconds: &ttl})
+	if api.CodeOf(err) != api.CodeDatabaseUnavailable {
+		t.Fatalf("the cancelled renewal: %v, want database_unavailable", err)
+	}
+	must(t, tx.Rollback(ctx))
+	if !nonceRecorded(t, p) {
+		t.Fatal("the cancelled renewal's proof nonce was not recorded")
+	}
+	if a := e.post("/v1/leases/"+leaseID+"/renew", map[string]any{"identity": p, "ttl_seconds": 60}); a.code() != "replayed_proof" {
+		t.Fatalf("the cancelled renewal's proof presented again: %d %s", a.Status, a.Raw)
 	}
 }
 
