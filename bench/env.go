@@ -91,8 +91,12 @@ type env struct {
 	sts      *stsserver.Server
 	adminDSN string
 
-	main   *runningBroker
-	sink   *metricsSink // the main broker's EMF metrics
+	main *runningBroker
+	// fast is a second broker whose replay database is dbFast, so that
+	// issues there, like the main broker's in dbDefault, commit their
+	// nonce with the credential (each broker has one replay database).
+	fast   *runningBroker
+	sink   *metricsSink // the brokers' EMF metrics
 	client *http.Client
 	id     stsserver.Identity
 	creds  aws.Credentials
@@ -174,6 +178,12 @@ func startEnv(ctx context.Context) (_ *env, err error) {
 	}
 	e.pg, e.setup, e.sts, e.adminDSN = e.stack.PG, e.stack.Setup, e.stack.STS, e.stack.AdminDSN
 	e.main = &runningBroker{b: e.stack.Broker, url: e.stack.BrokerURL}
+	fast, err := e.stack.StartBroker(ctx, stack.BrokerOptions{Metrics: metrics.New(e.sink),
+		Configure: func(c *config.Config) { c.ReplayDatabase = dbFast }})
+	if err != nil {
+		return nil, err
+	}
+	e.fast = &runningBroker{b: fast.Broker, url: fast.URL, srv: fast}
 	if lf := e.pg.LogFile(); lf != "" {
 		e.dataFS = fsType(filepath.Dir(lf))
 	} else {
@@ -225,9 +235,21 @@ func (e *env) close() {
 	if e.super != nil {
 		e.super.Close()
 	}
+	if e.fast != nil {
+		e.fast.close()
+	}
 	if e.stack != nil {
 		_ = e.stack.Close()
 	}
+}
+
+// brokerFor is the URL of the broker whose replay database is db (the
+// main broker for every database but dbFast).
+func (e *env) brokerFor(db string) string {
+	if db == dbFast {
+		return e.fast.url
+	}
+	return e.main.url
 }
 
 // post sends a signed-proof request to a broker and decodes the answer.

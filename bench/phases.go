@@ -47,7 +47,7 @@ func (r *runner) phaseIssue(ctx context.Context, db string, iters int, setting s
 	if err != nil {
 		return err
 	}
-	brokerOp := func(ctx context.Context) error { _, err := e.issue(ctx, e.main.url, db); return err }
+	brokerOp := func(ctx context.Context) error { _, err := e.issue(ctx, e.brokerFor(db), db); return err }
 	var floorRows, brokerRows []row
 	var stmtRow *row
 	for _, c := range concs {

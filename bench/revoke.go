@@ -54,7 +54,7 @@ func (r *runner) phaseRevoke(ctx context.Context, db string, iters int, concs []
 				if !ok {
 					return errExhausted
 				}
-				return e.revoke(ctx, e.main.url, f.leaseID)
+				return e.revoke(ctx, e.brokerFor(db), f.leaseID)
 			}
 		})
 		if err != nil {

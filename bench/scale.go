@@ -25,7 +25,7 @@ func (r *runner) phaseScale(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	brokerOp := func(ctx context.Context) error { _, err := e.issue(ctx, e.main.url, db); return err }
+	brokerOp := func(ctx context.Context) error { _, err := e.issue(ctx, e.brokerFor(db), db); return err }
 	floorOp := floorIssue(e.admin, db, verifier)
 	st := lease.NewStore(e.admin, db)
 	countOp := func(ctx context.Context) error { _, err := st.CountLive(ctx, dbRole, time.Now()); return err }

@@ -34,6 +34,10 @@ type BrokerOptions struct {
 	// STSClient sends the proofs to the STS emulator; default the
 	// broker's (2 s timeout, no redirects).
 	STSClient *http.Client
+	// Configure, if set, adjusts this broker's configuration after the
+	// stack's Options.Configure (a benchmark makes another database the
+	// replay database).
+	Configure func(*config.Config)
 }
 
 // BrokerServer is one broker serving its HTTP API on a loopback listener.
@@ -77,6 +81,9 @@ func (s *Stack) StartBroker(ctx context.Context, opts BrokerOptions) (_ *BrokerS
 	}
 	if s.opts.Configure != nil {
 		s.opts.Configure(bs.Config)
+	}
+	if opts.Configure != nil {
+		opts.Configure(bs.Config)
 	}
 	id := s.BrokerIdentity
 	awsCfg := aws.Config{Region: Region, Credentials: credentials.NewStaticCredentialsProvider(id.AccessKeyID, id.SecretAccessKey, id.SessionToken)}
