@@ -30,6 +30,11 @@ type Options struct {
 	AWS *aws.Config
 	// MaxConns per pool. Default: the configuration's AdminPoolSize.
 	MaxConns int32
+	// MarkerGroup reads the deployment's marker group over an admin
+	// session ("" before the first migration), for Doctor's preflight;
+	// nil skips that group. lease.MarkerGroupOf is the one to pass: the
+	// lease store owns schema ephemera.
+	MarkerGroup func(context.Context, Querier) (string, error)
 }
 
 // OpenAll opens one admin pool per configured database (connecting

@@ -84,7 +84,7 @@ func pool(t *testing.T, user, password string) *pgxpool.Pool {
 // TestPreflightPasses: the admin role as the README prepares it passes.
 func TestPreflightPasses(t *testing.T) {
 	p := pool(t, setup.AdminUser, setup.AdminPassword)
-	if err := admindb.Preflight(context.Background(), p, database("orders", setup.AdminUser, "X")); err != nil {
+	if err := admindb.Preflight(context.Background(), p, database("orders", setup.AdminUser, "X"), ""); err != nil {
 		t.Fatalf("Preflight of a fully privileged admin: %v", err)
 	}
 }
@@ -96,7 +96,7 @@ func TestPreflightNamesEachMissingGrant(t *testing.T) {
 	user, pw := weakAdmin(t)
 	db := database("orders", user, "X")
 	db.Roles["ghost"] = &config.Role{Name: "ghost", MemberOf: []string{"no_such_group"}}
-	err := admindb.Preflight(context.Background(), pool(t, user, pw), db)
+	err := admindb.Preflight(context.Background(), pool(t, user, pw), db, "")
 	if !errors.Is(err, admindb.ErrPrivileges) {
 		t.Fatalf("Preflight error %v, want ErrPrivileges", err)
 	}
@@ -119,7 +119,7 @@ func TestPreflightNamesEachMissingGrant(t *testing.T) {
 	// Granting what it named makes the check pass.
 	suExec(t, "GRANT pg_signal_backend TO "+user+"; GRANT CREATE ON DATABASE "+pg.Database()+" TO "+user)
 	delete(db.Roles, "ghost")
-	if err := admindb.Preflight(context.Background(), pool(t, user, pw), db); err != nil {
+	if err := admindb.Preflight(context.Background(), pool(t, user, pw), db, ""); err != nil {
 		t.Fatalf("after the grants: %v", err)
 	}
 }

@@ -109,7 +109,13 @@ func doctorOne(ctx context.Context, db *config.Database, opts Options, managed [
 	defer pool.Close()
 	cc := pool.Config().ConnConfig
 	where, cluster = fmt.Sprintf("%s@%s:%d/%s", cc.User, cc.Host, cc.Port, cc.Database), fmt.Sprintf("%s:%d", cc.Host, cc.Port)
-	if err := Preflight(ctx, pool, db); err != nil {
+	var marker string
+	if opts.MarkerGroup != nil {
+		if marker, err = opts.MarkerGroup(ctx, pool); err != nil {
+			return where, cluster, nil, fmt.Errorf("admindb: database %s: marker group: %w", db.Name, err)
+		}
+	}
+	if err := Preflight(ctx, pool, db, marker); err != nil {
 		if !errors.Is(err, ErrPrivileges) {
 			return where, cluster, nil, err
 		}

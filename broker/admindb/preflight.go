@@ -53,33 +53,26 @@ type Querier interface {
 //     every start).
 //
 // A superuser passes every check. The broker and the reaper call it at
-// start; 'ephemera doctor' runs it for every configured database.
-func Preflight(ctx context.Context, q Querier, db *config.Database) error {
+// start; 'ephemera doctor' runs it for every configured database. marker
+// is the deployment's marker group ("" before the first migration), which
+// the caller reads through the lease store, the schema's only owner.
+func Preflight(ctx context.Context, q Querier, db *config.Database, marker string) error {
 	var admin, datname string
 	var createRole, super, signal, createDB bool
 	var version int
-	var hasSchema bool
 	err := q.QueryRow(ctx, `SELECT CURRENT_USER::text, r.rolcreaterole, r.rolsuper,
 			pg_catalog.pg_has_role(CURRENT_USER, 'pg_signal_backend', 'USAGE'),
 			pg_catalog.has_database_privilege(CURRENT_USER, pg_catalog.current_database(), 'CREATE'),
 			pg_catalog.current_database()::text,
-			pg_catalog.current_setting('server_version_num')::integer,
-			pg_catalog.to_regclass('ephemera.deployment') IS NOT NULL
+			pg_catalog.current_setting('server_version_num')::integer
 		FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER`).Scan(
-		&admin, &createRole, &super, &signal, &createDB, &datname, &version, &hasSchema)
+		&admin, &createRole, &super, &signal, &createDB, &datname, &version)
 	if err != nil {
 		return fmt.Errorf("admindb: database %s: preflight: %w", db.Name, err)
 	}
 	groups := memberOf(db)
-	if hasSchema {
-		var marker string
-		err := q.QueryRow(ctx, "SELECT marker_group FROM ephemera.deployment").Scan(&marker)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("admindb: database %s: preflight: marker group: %w", db.Name, err)
-		}
-		if marker != "" {
-			groups = append(groups, marker)
-		}
+	if marker != "" {
+		groups = append(groups, marker)
 	}
 	if super {
 		return nil

@@ -171,3 +171,23 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestMarkerGroupOf: over a migrated database it reads the store's marker
+// group; over one without schema ephemera it answers "" (what preflight
+// checks before the first migration).
+func TestMarkerGroupOf(t *testing.T) {
+	ctx := context.Background()
+	got, err := lease.MarkerGroupOf(ctx, admin)
+	must(t, err)
+	want, err := lease.NewStore(admin, "orders").MarkerGroup(ctx)
+	must(t, err)
+	if got == "" || got != want {
+		t.Fatalf("MarkerGroupOf = %q, want the store's %q", got, want)
+	}
+	other, err := adminPool(ctx, adminDSNFor(otherDatabase(t, true)), 1)
+	must(t, err)
+	defer other.Close()
+	if got, err := lease.MarkerGroupOf(ctx, other); err != nil || got != "" {
+		t.Fatalf("MarkerGroupOf before any migration = %q, %v; want \"\", nil", got, err)
+	}
+}

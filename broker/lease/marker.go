@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ephemera-sh/ephemera/broker/admindb"
 	"github.com/ephemera-sh/ephemera/broker/pgrole"
 )
 
@@ -53,6 +54,25 @@ func (s *Store) marker(ctx context.Context) (marker, error) {
 	}
 	markers.Store(s, m)
 	return m, nil
+}
+
+// MarkerGroupOf reads the marker group of the database q is a session of:
+// "" when schema ephemera is not there yet (before the first migration).
+// It is what admindb's preflight checks ADMIN OPTION on.
+func MarkerGroupOf(ctx context.Context, q admindb.Querier) (string, error) {
+	var migrated bool
+	if err := q.QueryRow(ctx, `SELECT pg_catalog.to_regclass('ephemera.deployment') IS NOT NULL`).Scan(&migrated); err != nil {
+		return "", fmt.Errorf("lease: marker group: %w", err)
+	}
+	if !migrated {
+		return "", nil
+	}
+	var group string
+	err := q.QueryRow(ctx, `SELECT marker_group FROM ephemera.deployment`).Scan(&group)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("lease: marker group: %w", err)
+	}
+	return group, nil
 }
 
 // MarkerGroup returns the name of this deployment's marker group.

@@ -41,7 +41,11 @@ func Open(ctx context.Context, cfg *config.Config, opts OpenOptions) (_ *Stores,
 	for _, name := range s.names {
 		// Refuse to start without the privileges revocation needs, naming
 		// each missing GRANT, rather than half-revoke later.
-		if err := admindb.Preflight(ctx, pools[name], cfg.Databases[name]); err != nil {
+		marker, err := MarkerGroupOf(ctx, pools[name])
+		if err != nil {
+			return nil, fmt.Errorf("lease: database %s: %w", name, err)
+		}
+		if err := admindb.Preflight(ctx, pools[name], cfg.Databases[name], marker); err != nil {
 			return nil, fmt.Errorf("lease: database %s: %w", name, err)
 		}
 		if err := Migrate(ctx, pools[name]); err != nil {

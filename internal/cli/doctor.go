@@ -6,6 +6,7 @@ import (
 
 	"github.com/ephemera-sh/ephemera/broker/admindb"
 	"github.com/ephemera-sh/ephemera/broker/config"
+	"github.com/ephemera-sh/ephemera/broker/lease"
 )
 
 func doctorCommand() *command {
@@ -36,7 +37,7 @@ alone exit 0.`,
 				if err != nil {
 					return err
 				}
-				return admindb.Doctor(ctx, c.Stdout, cfg, admindb.Options{Getenv: c.Getenv, MaxConns: 1})
+				return admindb.Doctor(ctx, c.Stdout, cfg, admindb.Options{Getenv: c.Getenv, MaxConns: 1, MarkerGroup: lease.MarkerGroupOf})
 			}
 		},
 	}
