@@ -182,7 +182,7 @@ func TestNonceRecordedWhereTheReplayCheckLooks(t *testing.T) {
 `
 	pol := basePolicies + `
 @id("aliases")
-permit (principal, action == Ephemera::Action::"issue", resource)
+permit (principal, action in [Ephemera::Action::"issue", Ephemera::Action::"revoke"], resource)
 when { resource in Ephemera::Database::"orders_alias" || resource in Ephemera::Database::"orders_shadow" };
 `
 	e := newEnv(t, envOptions{databases: aliases, policies: &pol, yaml: "replay_database: orders\n",
@@ -192,12 +192,21 @@ when { resource in Ephemera::Database::"orders_alias" || resource in Ephemera::D
 		oneTxn bool
 	}{{"orders", true}, {"orders_alias", false}, {"orders_shadow", false}} {
 		t.Run(tc.db, func(t *testing.T) {
-			p := e.proof(e.workload("orders-api-role", "fn"))
+			w := e.workload("orders-api-role", "fn")
+			p := e.proof(w)
 			body := map[string]any{"identity": p, "database": tc.db, "role": "readonly", "ttl_seconds": 60}
 			a := e.post("/v1/credentials", body)
 			if a.Status != http.StatusCreated {
 				t.Fatalf("issue: %d %s", a.Status, a.Raw)
 			}
+			// Roles are the cluster's: revoke the lease (the shadow
+			// database is dropped afterwards) so no other test finds a
+			// role without a lease in its database.
+			t.Cleanup(func() {
+				if r := e.post("/v1/leases/"+a.str("lease_id")+"/revoke", map[string]any{"identity": e.proof(w)}); r.Status != http.StatusOK {
+					t.Errorf("revoke %s: %d %s", tc.db, r.Status, r.Raw)
+				}
+			})
 			var nonceXmin string
 			must(t, su.QueryRow(ctx, `SELECT xmin::text FROM ephemera.nonces WHERE nonce = $1`, nonceOf(p)).Scan(&nonceXmin))
 			if tc.db != "orders_shadow" {
