@@ -22,6 +22,8 @@
 //	EPHEMERA_STS_REGION       region of the STS host the proof names, default AWS_REGION
 //	EPHEMERA_REFRESH_MARGIN   refresh when less than this is left; default 20% of each lease's
 //	                          TTL, at least 5s and at most 5m (see [Config.Margin])
+//	EPHEMERA_LOG_LEVEL        debug, info (default), warn or error; debug also logs each
+//	                          local request (read by the extension's main, not parsed here)
 //	AWS_ACCESS_KEY_ID         required; the execution role's credentials, which sign proofs
 //	AWS_SECRET_ACCESS_KEY     required
 //	AWS_SESSION_TOKEN         required; also the token callers of the local API present
