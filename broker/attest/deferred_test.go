@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -136,9 +137,16 @@ func TestPendingNonceHidesTheNonce(t *testing.T) {
 		t.Fatal(err)
 	}
 	nonce, _ := pn.Value()
-	for _, f := range []string{"%v", "%+v", "%#v", "%s", "%q"} {
-		if out := fmt.Sprintf(f, pn); strings.Contains(out, nonce) {
-			t.Errorf("%s prints the nonce: %s", f, out)
+	for _, f := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%d"} {
+		for _, v := range []any{pn, *pn, []any{pn}, struct{ P *attest.PendingNonce }{pn}} {
+			if out := fmt.Sprintf(f, v); strings.Contains(out, nonce) || strings.Contains(out, fmt.Sprintf("%x", nonce)) {
+				t.Errorf("%s of %T prints the nonce: %s", f, v, out)
+			}
 		}
+	}
+	var logged strings.Builder
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("pending", "nonce", pn, "value", *pn)
+	if strings.Contains(logged.String(), nonce) {
+		t.Errorf("slog prints the nonce: %s", logged.String())
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
@@ -234,11 +236,12 @@ func (pn *PendingNonce) MarkSpent() { pn.spent = true }
 // Spent reports whether the nonce was recorded through this PendingNonce.
 func (pn *PendingNonce) Spent() bool { return pn.spent }
 
-// String hides the nonce.
-func (pn *PendingNonce) String() string { return "[nonce]" }
+// Format hides the nonce from every fmt verb, for a PendingNonce and a
+// pointer to one alike.
+func (pn PendingNonce) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, "[nonce]") }
 
-// GoString hides the nonce from %#v.
-func (pn *PendingNonce) GoString() string { return "attest.PendingNonce{[nonce]}" }
+// LogValue hides the nonce from log/slog.
+func (pn PendingNonce) LogValue() slog.Value { return slog.StringValue("[nonce]") }
 
 func errReplayed() error {
 	return &Error{Code: CodeReplayedProof, Check: 8, Message: "proof was already used"}
