@@ -191,3 +191,20 @@ func TestMarkerGroupOf(t *testing.T) {
 		t.Fatalf("MarkerGroupOf before any migration = %q, %v; want \"\", nil", got, err)
 	}
 }
+
+// TestRevokeReturnsTheStoredExpiry: the lease Revoke returns carries the
+// expiry its first step stored (the database's clock once it held the
+// row), not a time computed beside it.
+func TestRevokeReturnsTheStoredExpiry(t *testing.T) {
+	ctx := context.Background()
+	s := lease.NewStore(admin, randomName("expiry_"))
+	l, _ := issueWithPassword(t, s, "orders_read", time.Hour)
+	got, revokedNow, err := s.Revoke(ctx, lease.RevokeRequest{ID: l.ID, Reason: "test",
+		Audit: audit.Record{RequestID: "expiry", Event: audit.EventRevoke}})
+	must(t, err)
+	var stored time.Time
+	must(t, admin.QueryRow(ctx, `SELECT expires_at FROM ephemera.leases WHERE lease_id = $1`, l.ID).Scan(&stored))
+	if !revokedNow || !got.ExpiresAt.Equal(stored) || !got.ExpiresAt.Before(l.ExpiresAt) {
+		t.Fatalf("revoked now %v, returned expiry %s, stored %s, issued with %s", revokedNow, got.ExpiresAt, stored, l.ExpiresAt)
+	}
+}

@@ -51,13 +51,12 @@ func (s *Store) Revoke(ctx context.Context, r RevokeRequest) (l *Lease, revokedN
 	rec.Decision = audit.Allow
 	b := &pgx.Batch{}
 	var begun bool
-	var now time.Time
 	if r.Nonce != "" {
 		b.Queue(insertNonce, r.Nonce, r.NonceExpires)
 	}
-	b.Queue("SELECT "+leaseColumns+`, revoke_started_at IS NOT NULL, pg_catalog.now()
+	b.Queue("SELECT "+leaseColumns+`, revoke_started_at IS NOT NULL
 		FROM ephemera.leases WHERE lease_id = $1 AND database = $2 FOR UPDATE`, r.ID, s.database).QueryRow(func(row pgx.Row) error {
-		l, err = scanLease(row, &begun, &now)
+		l, err = scanLease(row, &begun)
 		return err
 	})
 	b.Queue(`SELECT pg_catalog.set_config('ephemera.revoke_user', coalesce((SELECT username FROM ephemera.leases
@@ -66,8 +65,19 @@ func (s *Store) Revoke(ctx context.Context, r RevokeRequest) (l *Lease, revokedN
 	// The revocation starts when it holds the row lock, not when its
 	// statement began (now()): a renewal that took the lock first may have
 	// begun after this batch did, and must count as before the revocation.
+	var expires *time.Time // the expiry step 1 stored; nil when the lease was revoked already
 	b.Queue(`UPDATE ephemera.leases SET expires_at = least(expires_at, c.t), revoke_started_at = coalesce(revoke_started_at, c.t)
-		FROM (SELECT pg_catalog.clock_timestamp() AS t) c WHERE lease_id = $1 AND database = $2 AND revoked_at IS NULL`, r.ID, s.database)
+		FROM (SELECT pg_catalog.clock_timestamp() AS t) c WHERE lease_id = $1 AND database = $2 AND revoked_at IS NULL
+		RETURNING expires_at`, r.ID, s.database).QueryRow(func(row pgx.Row) error {
+		var t time.Time
+		if err := row.Scan(&t); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		} else if err == nil {
+			t = t.UTC()
+			expires = &t
+		}
+		return nil
+	})
 	b.Queue(`INSERT INTO ephemera.audit_log (time, request_id, event, decision, reason, principal_arn, account, session, source_ip,
 		database, db_role, username, lease_id, ttl_seconds, policies, latency_ms, aws_profile, source_identity)
 		SELECT $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, l.db_role, l.username, l.lease_id, $12, $13, $14, $15, $16
@@ -87,8 +97,8 @@ func (s *Store) Revoke(ctx context.Context, r RevokeRequest) (l *Lease, revokedN
 	if l.RevokedAt != nil {
 		return l, false, nil
 	}
-	if now = now.UTC(); now.Before(l.ExpiresAt) {
-		l.ExpiresAt = now
+	if expires != nil {
+		l.ExpiresAt = *expires
 	}
 	// 2 and 3 at once, when no session exists and the role owns nothing.
 	var revoked *time.Time
