@@ -68,16 +68,7 @@ func (s *Store) Revoke(ctx context.Context, r RevokeRequest) (l *Lease, revokedN
 	var expires *time.Time // the expiry step 1 stored; nil when the lease was revoked already
 	b.Queue(`UPDATE ephemera.leases SET expires_at = least(expires_at, c.t), revoke_started_at = coalesce(revoke_started_at, c.t)
 		FROM (SELECT pg_catalog.clock_timestamp() AS t) c WHERE lease_id = $1 AND database = $2 AND revoked_at IS NULL
-		RETURNING expires_at`, r.ID, s.database).QueryRow(func(row pgx.Row) error {
-		var t time.Time
-		if err := row.Scan(&t); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return err
-		} else if err == nil {
-			t = t.UTC()
-			expires = &t
-		}
-		return nil
-	})
+		RETURNING expires_at`, r.ID, s.database).QueryRow(scanOptionalTime(&expires))
 	b.Queue(`INSERT INTO ephemera.audit_log (time, request_id, event, decision, reason, principal_arn, account, session, source_ip,
 		database, db_role, username, lease_id, ttl_seconds, policies, latency_ms, aws_profile, source_identity)
 		SELECT $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, l.db_role, l.username, l.lease_id, $12, $13, $14, $15, $16
@@ -106,16 +97,7 @@ func (s *Store) Revoke(ctx context.Context, r RevokeRequest) (l *Lease, revokedN
 	b.Queue("SELECT pg_catalog.set_config('ephemera.revoke_user', $1, true)", l.Username)
 	b.Queue(revokeNoSessions)
 	b.Queue(`UPDATE ephemera.leases SET revoked_at = pg_catalog.now(), revoke_reason = $2, last_error = NULL, next_attempt_at = NULL
-		WHERE lease_id = $1 AND revoked_at IS NULL RETURNING revoked_at`, r.ID, r.Reason).QueryRow(func(row pgx.Row) error {
-		var t time.Time
-		if err := row.Scan(&t); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return err
-		} else if err == nil {
-			t = t.UTC()
-			revoked = &t
-		}
-		return nil
-	})
+		WHERE lease_id = $1 AND revoked_at IS NULL RETURNING revoked_at`, r.ID, r.Reason).QueryRow(scanOptionalTime(&revoked))
 	b.Queue(revokeDropRole)
 	err = s.pool.SendBatch(ctx, b).Close()
 	var pe *pgconn.PgError
@@ -193,4 +175,21 @@ func (s *Store) recordFailure(ctx context.Context, id string, cause error) error
 		next_attempt_at = pg_catalog.now() + least(interval '5 minutes', interval '1 second' * pg_catalog.power(2, least(attempts, 9)))
 		WHERE lease_id = $1`, id, msg)
 	return errors.Join(fmt.Errorf("lease: revoke: %w", cause), err)
+}
+
+// scanOptionalTime is a batch row callback that stores the row's one
+// timestamp (UTC) in *dst, or leaves *dst nil when the statement returned
+// no row.
+func scanOptionalTime(dst **time.Time) func(pgx.Row) error {
+	return func(row pgx.Row) error {
+		var t time.Time
+		if err := row.Scan(&t); errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		t = t.UTC()
+		*dst = &t
+		return nil
+	}
 }
