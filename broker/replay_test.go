@@ -241,8 +241,20 @@ func TestCancelledRenewSpendsItsProof(t *testing.T) {
 	must(t, err)
 	p := e.proof(w)
 	rctx, cancel := context.WithCancel(broker.NewContext(ctx, broker.RequestInfo{ID: "cancelled-renew", Received: time.Now()}))
-	timer := time.AfterFunc(500*time.Millisecond, cancel)
-	defer timer.Stop()
+	defer cancel()
+	// Cancel once the renewal waits on the row lock (its proof verified),
+	// however long verification took on a busy machine.
+	watcher := superuser(t)
+	go func() {
+		defer cancel()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			var waiting bool
+			if err := watcher.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+				WHERE wait_event_type = 'Lock' AND query LIKE '%ephemera.leases%FOR UPDATE%')`).Scan(&waiting); err != nil || waiting {
+				return
+			}
+		}
+	}()
 	ttl := int64(60)
 	_, err = e.broker.Renew(rctx, broker.RenewInput{Identity: broker.Proof(p), LeaseID: leaseID, TTLSeconds: &ttl})
 	if api.CodeOf(err) != api.CodeDatabaseUnavailable {
